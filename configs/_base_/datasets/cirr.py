@@ -1,0 +1,44 @@
+# CIRR rc2 with the SSN release's preprocessing (CLIP resize + center crop, 224 px).
+# For CLIP4Cir's preprocessing put dict(type='TargetPad', target_ratio=1.25) before
+# CLIPResizeCrop in both pipelines.
+dataset_type = 'CIRR'
+data_root = 'data/cirr_dataset'
+
+train_pipeline = [
+    dict(type='LoadCIRImages', keys=('ref_img', 'tgt_img')),
+    dict(type='CLIPResizeCrop', size=224, keys=('ref_img', 'tgt_img')),
+    dict(type='PackCIRInputs', keys=('ref_img', 'tgt_img')),
+]
+query_pipeline = [
+    dict(type='LoadCIRImages', keys=('ref_img', )),
+    dict(type='CLIPResizeCrop', size=224, keys=('ref_img', )),
+    dict(type='PackCIRInputs', keys=('ref_img', )),
+]
+gallery_pipeline = [
+    dict(type='LoadCIRImages', keys=('img', )),
+    dict(type='CLIPResizeCrop', size=224, keys=('img', )),
+    dict(type='PackCIRInputs', keys=('img', )),
+]
+
+train_dataloader = dict(
+    batch_size=128,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='pseudo_collate'),
+    drop_last=True,
+    dataset=dict(type=dataset_type, data_root=data_root, split='train',
+                 pipeline=train_pipeline),
+)
+val_dataloader = dict(
+    batch_size=32,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    collate_fn=dict(type='pseudo_collate'),
+    dataset=dict(type=dataset_type, data_root=data_root, split='val',
+                 pipeline=query_pipeline, gallery_pipeline=gallery_pipeline),
+)
+val_evaluator = dict(type='CIRRMetric')
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator

@@ -1,0 +1,171 @@
+"""CIRR (Composed Image Retrieval on Real-life images), release rc2."""
+import os.path as osp
+from typing import List, Optional, Sequence
+
+from mmengine.logging import print_log
+
+from ssn_plugin.registry import DATASETS
+from .base import BaseCIRDataset, load_json, report_missing
+
+CIRR_LAYOUT = """\
+    data_root/
+    ├── cirr/
+    │   ├── captions/cap.rc2.{train,val,test1}.json
+    │   └── image_splits/split.rc2.{train,val,test1}.json
+    ├── dev/dev-*.png                 (val images)
+    ├── test1/test1-*.png             (test1 images)
+    └── images/train/<0..99>/train-*.png   (train images)"""
+
+
+@DATASETS.register_module()
+class CIRR(BaseCIRDataset):
+    """CIRR triplets and queries, read from the official rc2 files as they are.
+
+    The expected layout (the SSN release's; ``img_root`` overrides where the split files'
+    relative paths point)::
+
+        data_root/
+        ├── cirr/
+        │   ├── captions/cap.rc2.{train,val,test1}.json
+        │   └── image_splits/split.rc2.{train,val,test1}.json
+        ├── dev/dev-*.png                       (val)
+        ├── test1/test1-*.png                   (test1)
+        └── images/train/<0..99>/train-*.png    (train)
+
+    The gallery of a split is every image of ``split.rc2.<split>.json``, in the file's order.
+    Each item is a dict with ``pairid``, ``text`` (the raw caption), ``ref_img_path``,
+    ``tgt_img_path`` (None for test1), ``ref_idx``, ``tgt_idx`` (-1 for test1) and
+    ``subset_idx`` (the six ``img_set`` members, reference included, as gallery indices), plus
+    ``group`` when ``group_key`` is set. Unknown record keys are ignored.
+
+    Args:
+        data_root (str): The dataset root.
+        split (str): One of ``'train'``, ``'val'``, ``'test1'``.
+        pipeline (list): Transforms of a query/triplet item.
+        gallery_pipeline (list, optional): Transforms of a gallery image. Defaults to None.
+        img_root (str, optional): The directory the split file's paths (``./dev/...``) are
+            relative to. None means ``data_root/images`` for train and ``data_root`` for
+            val/test1. Defaults to None.
+        skip_missing (bool): Drop triplets whose reference, target or an ``img_set`` member
+            is missing, and missing gallery images, with a logged count and list, instead of
+            raising. Defaults to False.
+        check_images (bool): Check that every referenced image file exists when the
+            annotations load. Defaults to True.
+        group_key (str, optional): A record key copied into each item as ``group``, for
+            recall broken down by group. Defaults to None.
+        **kwargs: Passed to ``BaseDataset`` (e.g. ``indices``, ``lazy_init``).
+    """
+
+    SPLITS = ('train', 'val', 'test1')
+    LAYOUT = CIRR_LAYOUT
+    REQUIRED = {'pairid': int, 'reference': str, 'caption': str, 'img_set': dict}
+
+    def __init__(self,
+                 data_root: str,
+                 split: str,
+                 pipeline: Sequence = (),
+                 gallery_pipeline: Optional[Sequence] = None,
+                 img_root: Optional[str] = None,
+                 skip_missing: bool = False,
+                 check_images: bool = True,
+                 group_key: Optional[str] = None,
+                 **kwargs):
+        if split not in self.SPLITS:
+            raise ValueError(f'Unknown CIRR split {split!r}: expected one of {self.SPLITS}.')
+        self.split = split
+        if img_root is None:
+            img_root = osp.join(data_root, 'images') if split == 'train' else data_root
+        self.img_root = img_root
+        self.skip_missing = skip_missing
+        self.check_images = check_images
+        self.group_key = group_key
+        self.has_targets = split != 'test1'
+        super().__init__(data_root=data_root, pipeline=pipeline,
+                         gallery_pipeline=gallery_pipeline, **kwargs)
+
+    @property
+    def caption_file(self) -> str:
+        return osp.join(self.data_root, 'cirr', 'captions', f'cap.rc2.{self.split}.json')
+
+    @property
+    def split_file(self) -> str:
+        return osp.join(self.data_root, 'cirr', 'image_splits', f'split.rc2.{self.split}.json')
+
+    def _check_record(self, i: int, record: dict) -> None:
+        where = f'{self.caption_file}, record {i} (pairid {record.get("pairid", "?")})'
+        if not isinstance(record, dict):
+            raise ValueError(f'{where}: expected a JSON object, got {type(record).__name__}')
+        required = dict(self.REQUIRED, target_hard=str) if self.has_targets else self.REQUIRED
+        for key, kind in required.items():
+            if key not in record:
+                raise ValueError(f'{where}: missing key {key!r}; a {self.split} record needs '
+                                 f'{sorted(required)}')
+            if not isinstance(record[key], kind):
+                raise ValueError(f'{where}: {key!r} should be {kind.__name__}, got '
+                                 f'{type(record[key]).__name__}')
+        members = record['img_set'].get('members')
+        if not (isinstance(members, list) and len(members) == 6
+                and all(isinstance(m, str) for m in members)):
+            raise ValueError(f'{where}: img_set.members should be a list of 6 image names, '
+                             f'got {members!r}')
+        if self.group_key is not None and self.group_key not in record:
+            raise ValueError(f'{where}: missing the group key {self.group_key!r}')
+
+    def load_data_list(self) -> List[dict]:
+        records = load_json(self.caption_file, CIRR_LAYOUT)
+        name_to_rel = load_json(self.split_file, CIRR_LAYOUT)
+        if not isinstance(records, list):
+            raise ValueError(f'{self.caption_file}: expected a list of records, got '
+                             f'{type(records).__name__}')
+        if not isinstance(name_to_rel, dict):
+            raise ValueError(f'{self.split_file}: expected a dict name -> relative path, got '
+                             f'{type(name_to_rel).__name__}')
+        paths = {name: osp.normpath(osp.join(self.img_root, rel))
+                 for name, rel in name_to_rel.items()}
+
+        for i, record in enumerate(records):
+            self._check_record(i, record)
+            names = [record['reference'], *record['img_set']['members']]
+            if self.has_targets:
+                names.append(record['target_hard'])
+            unknown = [n for n in names if n not in paths]
+            if unknown:
+                raise ValueError(f'{self.caption_file}, record {i} (pairid {record["pairid"]}):'
+                                 f' images {unknown} are not in {self.split_file}')
+
+        missing = {}
+        if self.check_images:
+            missing = {name: path for name, path in paths.items() if not osp.isfile(path)}
+            report_missing(missing, len(paths), f'CIRR {self.split} ({self.img_root})',
+                           CIRR_LAYOUT, self.skip_missing)
+
+        gallery_names = [name for name in name_to_rel if name not in missing]
+        index = {name: i for i, name in enumerate(gallery_names)}
+        self.gallery = [dict(name=name, img_path=paths[name]) for name in gallery_names]
+
+        data_list, dropped = [], []
+        for record in records:
+            target = record.get('target_hard') if self.has_targets else None
+            members = record['img_set']['members']
+            needed = [record['reference'], *members] + ([target] if target else [])
+            if any(name in missing for name in needed):
+                dropped.append(record['pairid'])
+                continue
+            item = dict(
+                pairid=record['pairid'],
+                text=record['caption'],
+                ref_name=record['reference'],
+                ref_img_path=paths[record['reference']],
+                ref_idx=index[record['reference']],
+                tgt_name=target,
+                tgt_img_path=paths[target] if target else None,
+                tgt_idx=index[target] if target else -1,
+                subset_idx=[index[m] for m in members])
+            if self.group_key is not None:
+                item['group'] = record[self.group_key]
+            data_list.append(item)
+        if dropped:
+            print_log(f'CIRR {self.split}: dropped {len(dropped)} of {len(records)} triplets '
+                      f'with a missing image; pairids: {dropped}', logger='current')
+        self.dropped_pairids = dropped
+        return data_list

@@ -1,0 +1,179 @@
+"""Transforms for composed image retrieval samples.
+
+A CIR sample holds up to two images under named keys: ``ref_img`` and ``tgt_img`` for training
+triplets and queries, ``img`` for gallery images. Each transform works on the keys it is given
+and skips a key whose ``<key>_path`` is None (for example the unknown target of a test query).
+Images travel as RGB ``PIL.Image`` until :class:`PackCIRInputs` turns them into uint8 tensors;
+normalisation happens in :class:`~ssn_plugin.models.CIRDataPreprocessor`.
+"""
+from typing import Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from mmcv.transforms import BaseTransform
+from mmengine.structures import BaseDataElement
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from ssn_plugin.registry import TRANSFORMS
+
+IMAGE_KEYS = ('ref_img', 'tgt_img', 'img')
+
+
+def _present(results: dict, keys: Sequence[str]):
+    """Yield the keys whose image was loaded in this sample."""
+    for key in keys:
+        if results.get(key) is not None:
+            yield key
+
+
+@TRANSFORMS.register_module()
+class LoadCIRImages(BaseTransform):
+    """Read the images of a sample as RGB PIL images.
+
+    Required keys: ``<key>_path`` for each key (None = no image for that key).
+    Added keys: ``<key>`` (PIL.Image or None), ``<key>_shape`` ((h, w) or None).
+
+    Args:
+        keys (Sequence[str]): Image keys to load. Defaults to ``('ref_img', 'tgt_img')``.
+    """
+
+    def __init__(self, keys: Sequence[str] = ('ref_img', 'tgt_img')):
+        self.keys = tuple(keys)
+
+    def transform(self, results: dict) -> dict:
+        for key in self.keys:
+            path_key = f'{key}_path'
+            if path_key not in results:
+                raise KeyError(f'LoadCIRImages(keys={self.keys}) needs "{path_key}" in the '
+                               f'sample; it has {sorted(results)}')
+            path = results[path_key]
+            if path is None:
+                results[key] = results[f'{key}_shape'] = None
+                continue
+            try:
+                with Image.open(path) as img:
+                    image = img.convert('RGB')
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f'image file not found: {path}') from err
+            except (UnidentifiedImageError, OSError) as err:
+                raise OSError(f'cannot read image {path}: {err}') from err
+            results[key] = image
+            results[f'{key}_shape'] = (image.height, image.width)
+        return results
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(keys={self.keys})'
+
+
+@TRANSFORMS.register_module()
+class CLIPResizeCrop(BaseTransform):
+    """CLIP's preprocessing: resize the shorter side (bicubic), then center-crop a square.
+
+    This is the SSN release's choice (HuggingFace ``CLIPImageProcessor``).
+
+    Required keys: ``<key>`` (PIL.Image). Modified keys: ``<key>``.
+
+    Args:
+        size (int): Output side length (the CLIP input resolution). Defaults to 224.
+        keys (Sequence[str]): Image keys. Defaults to ``IMAGE_KEYS``.
+    """
+
+    def __init__(self, size: int = 224, keys: Sequence[str] = IMAGE_KEYS):
+        self.size = size
+        self.keys = tuple(keys)
+
+    def transform(self, results: dict) -> dict:
+        for key in _present(results, self.keys):
+            image = TF.resize(results[key], self.size, interpolation=InterpolationMode.BICUBIC)
+            results[key] = TF.center_crop(image, self.size)
+        return results
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(size={self.size}, keys={self.keys})'
+
+
+def target_pad_amounts(width: int, height: int, target_ratio: float) -> Tuple[int, int]:
+    """CLIP4Cir's TargetPad: symmetric (horizontal, vertical) black padding per side.
+
+    An image whose aspect ratio (long/short) is below ``target_ratio`` is left alone; otherwise
+    each side is padded so that the long side / ``target_ratio`` is reached.
+    """
+    long_side = max(width, height)
+    if long_side / min(width, height) < target_ratio:
+        return 0, 0
+    goal = long_side / target_ratio
+    return max(int((goal - width) / 2), 0), max(int((goal - height) / 2), 0)
+
+
+@TRANSFORMS.register_module()
+class TargetPad(BaseTransform):
+    """Pad elongated images towards ``target_ratio`` with black (CLIP4Cir's default).
+
+    Follow it with :class:`CLIPResizeCrop` to get CLIP4Cir's "targetpad" preprocessing.
+
+    Required keys: ``<key>`` (PIL.Image). Modified keys: ``<key>``.
+
+    Args:
+        target_ratio (float): Largest aspect ratio kept unpadded. Defaults to 1.25.
+        keys (Sequence[str]): Image keys. Defaults to ``IMAGE_KEYS``.
+    """
+
+    def __init__(self, target_ratio: float = 1.25, keys: Sequence[str] = IMAGE_KEYS):
+        if target_ratio < 1:
+            raise ValueError(f'target_ratio must be >= 1, got {target_ratio}')
+        self.target_ratio = target_ratio
+        self.keys = tuple(keys)
+
+    def transform(self, results: dict) -> dict:
+        for key in _present(results, self.keys):
+            image = results[key]
+            hp, vp = target_pad_amounts(image.width, image.height, self.target_ratio)
+            if hp or vp:
+                results[key] = TF.pad(image, [hp, vp, hp, vp], fill=0)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(target_ratio={self.target_ratio}, '
+                f'keys={self.keys})')
+
+
+def pil_to_uint8_tensor(image: Union[Image.Image, np.ndarray]) -> torch.Tensor:
+    """An RGB image as a uint8 tensor [3, H, W]."""
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+@TRANSFORMS.register_module()
+class PackCIRInputs(BaseTransform):
+    """Pack images into ``inputs`` and everything else into a data sample.
+
+    Required keys: the image keys that are present. Added keys: ``inputs`` (dict of uint8
+    tensors [3, H, W], one per loaded image key), ``data_samples`` (``BaseDataElement`` whose
+    metainfo holds ``meta_keys`` found in the sample).
+
+    Args:
+        keys (Sequence[str]): Image keys to pack. Defaults to ``IMAGE_KEYS``.
+        meta_keys (Sequence[str]): Sample fields copied to the data sample's metainfo.
+    """
+
+    def __init__(self,
+                 keys: Sequence[str] = IMAGE_KEYS,
+                 meta_keys: Sequence[str] = ('text', 'pairid', 'ref_idx', 'tgt_idx',
+                                             'subset_idx', 'gallery_idx', 'group',
+                                             'sample_idx', 'ref_img_path', 'tgt_img_path',
+                                             'img_path', 'name')):
+        self.keys = tuple(keys)
+        self.meta_keys = tuple(meta_keys)
+
+    def transform(self, results: dict) -> dict:
+        inputs = {key: pil_to_uint8_tensor(results[key]) for key in _present(results, self.keys)}
+        if not inputs:
+            raise KeyError(f'PackCIRInputs found none of the image keys {self.keys} loaded '
+                           'in the sample; is LoadCIRImages in the pipeline?')
+        meta = {key: results[key] for key in self.meta_keys if key in results}
+        return dict(inputs=inputs, data_samples=BaseDataElement(metainfo=meta))
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(keys={self.keys}, meta_keys={self.meta_keys})'

@@ -1,0 +1,47 @@
+"""Load MMEngine checkpoints on torch >= 2.6 (mmengine issue #1655).
+
+torch 2.6 made ``torch.load(weights_only=True)`` the default. mmengine 0.10.x calls
+``torch.load`` without the argument, and its checkpoints hold more than tensors (the message
+hub's ``HistoryBuffer`` with numpy arrays, numpy scalars in ``meta``), so resuming or testing
+a checkpoint that ``tools/train.py`` wrote fails with an "Unsupported global" error.
+
+:func:`install` is the single place we handle it: it replaces mmengine's loader for local
+files by one that keeps ``weights_only=True`` and allows exactly the extra types an mmengine
+checkpoint contains. Arbitrary pickled objects are still refused.
+"""
+import collections
+import os.path as osp
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+
+def _safe_globals() -> list:
+    allowed = [HistoryBuffer, np.ndarray, np.dtype, collections.OrderedDict, getattr]
+    # numpy pickles arrays and scalars through these helpers (module path differs by version).
+    for module_name in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+        module = getattr(np, module_name.split('.')[1], None)
+        multiarray = getattr(module, 'multiarray', None)
+        if multiarray is not None:
+            allowed += [multiarray._reconstruct, multiarray.scalar]
+            break
+    allowed += [type(np.dtype(name)) for name in (
+        'float64', 'float32', 'float16', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool')]
+    return allowed
+
+
+def load_local_checkpoint(filename: str, map_location=None):
+    """``torch.load`` with the types of an mmengine checkpoint allowed."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    with torch.serialization.safe_globals(_safe_globals()):
+        return torch.load(filename, map_location=map_location, weights_only=True)
+
+
+def install() -> None:
+    """Make mmengine load local checkpoints through :func:`load_local_checkpoint`."""
+    if hasattr(torch.serialization, 'safe_globals'):
+        CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)

@@ -1,0 +1,187 @@
+"""Ranking and recall for composed image retrieval, as pure functions of tensors.
+
+Definitions (spec section 5, the CLIP4Cir/SSN protocol):
+
+* similarity = cosine on L2-normalised features, computed in float32 whatever the input dtype;
+  a gallery is ranked by descending similarity;
+* an *excluded* gallery item (CIRR: the query's reference image) is removed from the ranking
+  before anything is counted;
+* the rank of the target (0-based) is the number of remaining gallery items scoring strictly
+  higher than the target; Recall@K = 100 * (share of queries whose target rank < K).
+
+Ties: a gallery item scoring exactly as the target does not push the target down (the
+release's non-stable ``argsort`` orders ties arbitrarily; with continuous features ties do not
+occur, and the tests exclude them). Top-k lists order tied items arbitrarily, as ``argsort``.
+
+Memory: queries are processed in chunks of ``max(1, chunk_elems // G)`` rows, so at most about
+``chunk_elems`` similarities exist at a time; no [N, G] sort or [N, G] array is ever built.
+"""
+from typing import Dict, Optional, Sequence
+
+import torch
+
+DEFAULT_CHUNK_ELEMS = 1 << 25  # 32M float32 similarities = 128 MiB per chunk
+
+
+def rank_gallery(query_feats: torch.Tensor,
+                 gallery_feats: torch.Tensor,
+                 target_index: Optional[torch.Tensor] = None,
+                 exclude_index: Optional[torch.Tensor] = None,
+                 subset_index: Optional[torch.Tensor] = None,
+                 topk: int = 0,
+                 chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Dict[str, torch.Tensor]:
+    """Rank a gallery for each query, in bounded memory.
+
+    Args:
+        query_feats (Tensor): [N, D] L2-normalised queries.
+        gallery_feats (Tensor): [G, D] L2-normalised gallery features.
+        target_index (Tensor, optional): LongTensor[N], the target's gallery index per query;
+            -1 = unknown (its rank is then -1). Defaults to None.
+        exclude_index (Tensor, optional): LongTensor[N], a gallery index removed from each
+            query's ranking (-1 = none). Defaults to None.
+        subset_index (Tensor, optional): LongTensor[N, S], a candidate subset per query, ranked
+            in the same order as the full gallery (excluded items dropped). Defaults to None.
+        topk (int): Length of the returned top-ranked gallery lists (0 = none). Defaults to 0.
+        chunk_elems (int): Similarities held at once. Defaults to 2**25.
+
+    Returns:
+        dict: ``target_rank`` [N] (if ``target_index``), ``topk_index`` [N, topk] (if
+        ``topk``), ``subset_order`` [N, S] (subset gallery indices, best first, excluded
+        members moved to the end as -1) and ``subset_target_rank`` [N] (if ``subset_index``
+        and ``target_index``; -1 where the target is not in the subset or unknown).
+    """
+    num_query, num_gallery = query_feats.shape[0], gallery_feats.shape[0]
+    if query_feats.shape[1:] != gallery_feats.shape[1:]:
+        raise ValueError(f'query features {tuple(query_feats.shape)} and gallery features '
+                         f'{tuple(gallery_feats.shape)} differ in width')
+    device = query_feats.device
+    gallery = gallery_feats.to(device=device, dtype=torch.float32)
+
+    def as_index(index, name, shape):
+        if index is None:
+            return None
+        index = torch.as_tensor(index, dtype=torch.long, device=device)
+        if tuple(index.shape) != shape:
+            raise ValueError(f'{name} has shape {tuple(index.shape)}, expected {shape}')
+        if index.numel() and (index.max() >= num_gallery or index.min() < -1):
+            raise ValueError(f'{name} holds indices outside [-1, {num_gallery})')
+        return index
+
+    target_index = as_index(target_index, 'target_index', (num_query, ))
+    exclude_index = as_index(exclude_index, 'exclude_index', (num_query, ))
+    if subset_index is not None:
+        subset_index = torch.as_tensor(subset_index, dtype=torch.long, device=device)
+        subset_index = as_index(subset_index, 'subset_index', (num_query, subset_index.shape[-1]))
+    if target_index is not None and exclude_index is not None:
+        clash = (target_index >= 0) & (target_index == exclude_index)
+        if clash.any():
+            raise ValueError(f'queries {clash.nonzero().flatten().tolist()[:10]} exclude '
+                             'their own target from the ranking')
+    num_left = num_gallery - (0 if exclude_index is None else 1)
+    if topk > num_left:
+        raise ValueError(f'topk={topk} exceeds the {num_left} rankable gallery items')
+
+    requested = [('target_rank', target_index is not None), ('topk_index', topk > 0),
+                 ('subset_order', subset_index is not None),
+                 ('subset_target_rank', subset_index is not None and target_index is not None)]
+    outputs = {key: [] for key, wanted in requested if wanted}
+    rows = max(1, chunk_elems // max(num_gallery, 1))
+    for start in range(0, num_query, rows):
+        stop = min(start + rows, num_query)
+        scores = query_feats[start:stop].to(torch.float32) @ gallery.t()
+        ar = torch.arange(stop - start, device=device)
+        if exclude_index is not None:
+            excl = exclude_index[start:stop]
+            has = excl >= 0
+            scores[ar[has], excl[has]] = float('-inf')
+        target_scores = None
+        if target_index is not None:
+            tgt = target_index[start:stop]
+            target_scores = scores[ar, tgt.clamp(min=0)].unsqueeze(1)
+            rank = (scores > target_scores).sum(dim=1)
+            outputs['target_rank'].append(torch.where(tgt >= 0, rank, -1))
+        if topk:
+            outputs['topk_index'].append(scores.topk(topk, dim=1).indices)
+        if subset_index is not None:
+            members = subset_index[start:stop]
+            member_scores = scores.gather(1, members)
+            order = member_scores.argsort(dim=1, descending=True, stable=True)
+            ordered = members.gather(1, order)
+            dropped = torch.isinf(member_scores.gather(1, order))
+            outputs['subset_order'].append(torch.where(dropped, -1, ordered))
+            if target_scores is not None:
+                tgt = target_index[start:stop]
+                in_subset = (members == tgt.unsqueeze(1)).any(dim=1) & (tgt >= 0)
+                rank = (member_scores > target_scores).sum(dim=1)
+                outputs['subset_target_rank'].append(torch.where(in_subset, rank, -1))
+    return {key: torch.cat(value) if value else torch.empty(0, dtype=torch.long, device=device)
+            for key, value in outputs.items()}
+
+
+def recall_at_k(ranks: torch.Tensor, k: int) -> float:
+    """100 * share of ranks below k (ranks are 0-based)."""
+    if ranks.numel() == 0:
+        raise ValueError('recall of an empty query set')
+    return 100.0 * int((ranks < k).sum()) / ranks.numel()
+
+
+def _require_found(ranks: torch.Tensor, what: str) -> None:
+    missing = (ranks < 0).nonzero().flatten()
+    if missing.numel():
+        raise ValueError(f'{missing.numel()} queries have no {what} (first query indices: '
+                         f'{missing[:10].tolist()}); recall needs exactly one per query')
+
+
+def cirr_recalls(query_feats: torch.Tensor,
+                 gallery_feats: torch.Tensor,
+                 ref_index: torch.Tensor,
+                 target_index: torch.Tensor,
+                 subset_index: torch.Tensor,
+                 topk: Sequence[int] = (1, 5, 10, 50),
+                 subset_topk: Sequence[int] = (1, 2, 3),
+                 chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Dict[str, float]:
+    """CIRR Recall@K and Recall_subset@K (percent), the reference removed from the ranking.
+
+    Args:
+        query_feats (Tensor): [N, D] L2-normalised queries.
+        gallery_feats (Tensor): [G, D] L2-normalised gallery (every image of the split).
+        ref_index (Tensor): LongTensor[N], the reference's gallery index.
+        target_index (Tensor): LongTensor[N], the target's gallery index.
+        subset_index (Tensor): LongTensor[N, 6], the ``img_set`` members (reference included).
+        topk (Sequence[int]): K of Recall@K. Defaults to (1, 5, 10, 50).
+        subset_topk (Sequence[int]): K of Recall_subset@K. Defaults to (1, 2, 3).
+        chunk_elems (int): Similarities held at once. Defaults to 2**25.
+
+    Returns:
+        dict: ``R@K``, ``Rsubset@K`` and ``Avg`` = (R@5 + Rsubset@1) / 2 when both exist.
+    """
+    ranked = rank_gallery(query_feats, gallery_feats, target_index=target_index,
+                          exclude_index=ref_index, subset_index=subset_index,
+                          chunk_elems=chunk_elems)
+    return cirr_recalls_from_ranks(ranked['target_rank'], ranked['subset_target_rank'], topk,
+                                   subset_topk)
+
+
+def cirr_recalls_from_ranks(target_rank: torch.Tensor, subset_target_rank: torch.Tensor,
+                            topk: Sequence[int] = (1, 5, 10, 50),
+                            subset_topk: Sequence[int] = (1, 2, 3)) -> Dict[str, float]:
+    """CIRR recalls from 0-based target ranks (see :func:`cirr_recalls`)."""
+    _require_found(target_rank, 'target in the gallery')
+    _require_found(subset_target_rank, 'target among its img_set members')
+    result = {f'R@{k}': recall_at_k(target_rank, k) for k in topk}
+    result.update({f'Rsubset@{k}': recall_at_k(subset_target_rank, k) for k in subset_topk})
+    if 'R@5' in result and 'Rsubset@1' in result:
+        result['Avg'] = (result['R@5'] + result['Rsubset@1']) / 2
+    return result
+
+
+def fashioniq_recalls(query_feats: torch.Tensor,
+                      gallery_feats: torch.Tensor,
+                      target_index: torch.Tensor,
+                      topk: Sequence[int] = (10, 50),
+                      chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Dict[str, float]:
+    """Fashion-IQ Recall@K (percent); the reference stays in the gallery (spec 5.3)."""
+    ranked = rank_gallery(query_feats, gallery_feats, target_index=target_index,
+                          chunk_elems=chunk_elems)
+    _require_found(ranked['target_rank'], 'target in the gallery')
+    return {f'R@{k}': recall_at_k(ranked['target_rank'], k) for k in topk}

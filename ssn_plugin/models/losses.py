@@ -1,0 +1,79 @@
+"""SSN's training objective (spec section 2)."""
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssn_plugin.registry import MODELS
+
+
+def symmetric_info_nce(logits: torch.Tensor) -> torch.Tensor:
+    """Mean of query->target and target->query cross-entropy; row i's positive is column i."""
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def kl_mean(target_prob: torch.Tensor, input_log_prob: torch.Tensor) -> torch.Tensor:
+    """``nn.KLDivLoss()`` with its default ``reduction='mean'``: sum P(log P - log Q) / B^2.
+
+    The release uses this reduction (not ``batchmean``); we keep it so that ``kl_weight`` means
+    what it means there.
+    """
+    return F.kl_div(input_log_prob, target_prob, reduction='sum') / target_prob.numel()
+
+
+def ssn_kl_term(logits_pos: torch.Tensor, logits_neg: torch.Tensor,
+                logit_scale: float) -> torch.Tensor:
+    """KL(P_I || softmax(logits+)) - KL(softmax(logits+) || softmax(logits-)).
+
+    P_I is the row softmax of ``logit_scale * I`` (the release's one-hot-like target). The
+    second term is subtracted: the complementary branch (I-, L-) is pushed away from the main
+    branch's retrieval distribution. Gradients flow through both arguments, as in the release.
+    """
+    eye = torch.eye(logits_pos.shape[0], device=logits_pos.device, dtype=logits_pos.dtype)
+    p_identity = F.softmax(logit_scale * eye, dim=1)
+    log_p_pos = F.log_softmax(logits_pos, dim=1)
+    log_p_neg = F.log_softmax(logits_neg, dim=1)
+    return kl_mean(p_identity, log_p_pos) - kl_mean(log_p_pos.exp(), log_p_neg)
+
+
+@MODELS.register_module()
+class SSNLoss(nn.Module):
+    """Symmetric InfoNCE on the main branch plus ``kl_weight`` times the KL term.
+
+    Args:
+        logit_scale (float): Fixed inverse temperature on cosine similarities. Defaults to 100.
+        kl_weight (float): Weight of the KL term. The release reads ``args.kl_weight`` but never
+            defines it, so its value is unknown; 0.1 is our choice, not the paper's.
+            Defaults to 0.1.
+    """
+
+    def __init__(self, logit_scale: float = 100.0, kl_weight: float = 0.1):
+        super().__init__()
+        self.logit_scale = logit_scale
+        self.kl_weight = kl_weight
+
+    def forward(self, query_pos: torch.Tensor, query_neg: Optional[torch.Tensor],
+                target: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Compute the losses from L2-normalised features.
+
+        Args:
+            query_pos (Tensor): q+ [B, D], from the (prototype, L+) branch.
+            query_neg (Tensor, optional): q- [B, D], from the complementary (I-, L-) branch;
+                None skips the KL term (SSN without degradation).
+            target (Tensor): k [B, D], the target features; row i is query i's target.
+
+        Returns:
+            dict: ``loss_con`` and ``loss_kl`` (already weighted; both summed by MMEngine) and
+            ``kl_raw`` (the unweighted KL term, logged only).
+        """
+        # Softmax / log-softmax in fp32 whatever autocast chose for the matmul.
+        logits_pos = self.logit_scale * query_pos.float() @ target.float().t()
+        losses = dict(loss_con=symmetric_info_nce(logits_pos))
+        if self.kl_weight and query_neg is not None:
+            logits_neg = self.logit_scale * query_neg.float() @ target.float().t()
+            kl = ssn_kl_term(logits_pos, logits_neg, self.logit_scale)
+            losses['loss_kl'] = self.kl_weight * kl
+            losses['kl_raw'] = kl.detach()
+        return losses
