@@ -2,14 +2,17 @@
 import argparse
 import glob
 import json
+import os
 import os.path as osp
+import socket
 import subprocess
 import sys
 
 import pytest
 from mmengine.config import Config
 
-from conftest import GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TRAIN_PIPELINE
+from conftest import (GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TRAIN_PIPELINE,
+                      make_tiny_cirr)
 
 sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))
 import test as test_tool  # noqa: E402
@@ -75,13 +78,23 @@ def run_tool(args, cwd):
     return output
 
 
-def test_train_test_resume_end_to_end(tmp_path, tiny_cirr, tiny_clip_file):
-    config = write_tiny_config(tmp_path, tiny_cirr['root'], tiny_clip_file, max_epochs=1)
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def test_train_test_resume_end_to_end(tmp_path, tiny_clip_file):
+    # 13 queries and 25 gallery images: neither divides by the 2 processes used below.
+    data_root = str(tmp_path / 'cirr_dataset')
+    make_tiny_cirr(data_root, num_images=25, num_val=13)
+    config = write_tiny_config(tmp_path, data_root, tiny_clip_file, max_epochs=1)
     work_dir = str(tmp_path / 'work')
     out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'train.py'), config, '--work-dir',
                     work_dir], cwd=str(tmp_path))
     assert 'loss_con' in out and 'loss_kl' in out
     assert 'cirr/Avg' in out and 'cirr/Rsubset@1' in out
+    assert out.count('Encoded the gallery: 25 images') == 1  # once per validation
     ckpt = osp.join(work_dir, 'epoch_1.pth')
     assert osp.isfile(ckpt)
     assert glob.glob(osp.join(work_dir, 'best_cirr_Avg_epoch_1.pth'))
@@ -92,10 +105,22 @@ def test_train_test_resume_end_to_end(tmp_path, tiny_cirr, tiny_clip_file):
     with open(metrics_file) as f:
         metrics = json.load(f)
     assert set(metrics) >= {'cirr/R@1', 'cirr/R@5', 'cirr/R@50', 'cirr/Rsubset@1', 'cirr/Avg'}
-    # 12 val queries over 23 candidates: R@50 covers every candidate.
+    # 13 val queries over 24 candidates: R@50 covers every candidate.
     assert metrics['cirr/R@50'] == 100.0
     assert metrics['cirr/Avg'] == pytest.approx(
         (metrics['cirr/R@5'] + metrics['cirr/Rsubset@1']) / 2)
+
+    # Two CPU processes (gloo) give exactly the single-process numbers.
+    dist_file = str(tmp_path / 'metrics_dist.json')
+    env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1')
+    result = subprocess.run(
+        ['bash', osp.join(PROJECT_ROOT, 'tools', 'dist_test.sh'), config, ckpt, '2',
+         '--work-dir', str(tmp_path / 'dist'), '--out', dist_file, '--cfg-options',
+         'env_cfg.dist_cfg.backend=gloo', 'model_wrapper_cfg.device_ids=None'],
+        cwd=str(tmp_path), capture_output=True, text=True, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    with open(dist_file) as f:
+        assert json.load(f) == metrics
 
     # Resume from the latest checkpoint and train one more epoch.
     out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'train.py'), config, '--work-dir',
@@ -104,3 +129,29 @@ def test_train_test_resume_end_to_end(tmp_path, tiny_cirr, tiny_clip_file):
     assert 'Load checkpoint from' in out or 'resumed' in out.lower()
     assert 'Epoch(train) [2]' in out
     assert osp.isfile(osp.join(work_dir, 'epoch_2.pth'))
+
+
+def test_release_recipe_config():
+    cfg = Config.fromfile(osp.join(PROJECT_ROOT, 'configs', 'cirr', 'ssn.py'))
+    assert cfg.default_scope == 'ssn_plugin'
+    assert cfg.model.backbone.arch == 'ViT-B-32' and cfg.model.backbone.pretrained == 'openai'
+    assert cfg.train_dataloader.batch_size == 128 and cfg.train_dataloader.drop_last
+    assert cfg.train_cfg.max_epochs == 50 and cfg.train_cfg.val_interval == 1
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.optimizer.type == 'Adam' and cfg.optim_wrapper.optimizer.lr == 5e-5
+    assert {k: v['lr_mult'] for k, v in cfg.optim_wrapper.paramwise_cfg.custom_keys.items()} == {
+        'clip': 0.2, 'token_proj': 0.4, 'token_type': 0.8, 'token_selection': 0.8,
+        'fusion': 0.8}
+    assert cfg.param_scheduler == dict(type='StepLR', by_epoch=True, step_size=10, gamma=0.1)
+    assert cfg.default_hooks.checkpoint.save_best == 'cirr/Avg'
+    assert dict(type='GalleryFeatureHook') in cfg.custom_hooks
+    assert cfg.val_dataloader.dataset.split == 'val'
+
+
+def test_cpu_distributed_needs_gloo(monkeypatch):
+    from ssn_plugin.engine.dist import init_cpu_process_group
+    monkeypatch.setattr('torch.cuda.is_available', lambda: False)
+    cfg = Config(dict(launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='nccl'))))
+    with pytest.raises(RuntimeError, match='env_cfg.dist_cfg.backend=gloo'):
+        init_cpu_process_group(cfg)
+    assert init_cpu_process_group(Config(dict(launcher='none'))) is False

@@ -7,6 +7,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from ssn_plugin.engine import checkpoint_compat
+from ssn_plugin.engine.dist import init_cpu_process_group
 
 
 def parse_args(argv=None):
@@ -44,6 +45,7 @@ def main(argv=None):
     args = parse_args(argv)
     checkpoint_compat.install()
     cfg = merge_args(Config.fromfile(args.config), args)
+    init_cpu_process_group(cfg)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     if args.out:

@@ -1,0 +1,33 @@
+"""Distributed start-up for machines without a GPU."""
+import os
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config
+
+
+def init_cpu_process_group(cfg: Config) -> bool:
+    """Start a torchrun (``--launcher pytorch``) process group on a machine without CUDA.
+
+    mmengine 0.10's ``init_dist`` always calls ``torch.cuda.set_device``, which fails without
+    a GPU even with the gloo backend. When ``cfg.launcher == 'pytorch'`` and CUDA is not
+    available, we start the group ourselves with the config's backend (which must then be
+    gloo); the Runner finds it initialised and skips its own start-up. Everything else is
+    left to mmengine.
+
+    Returns:
+        bool: whether this function started the process group.
+    """
+    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+        return False
+    if torch_dist.is_initialized():
+        return False
+    backend = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('backend', 'nccl')
+    if backend != 'gloo':
+        raise RuntimeError(
+            f'distributed run without a GPU needs the gloo backend, but the config sets '
+            f'{backend!r}; add --cfg-options env_cfg.dist_cfg.backend=gloo '
+            'model_wrapper_cfg.device_ids=None')
+    torch_dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
+                                  world_size=int(os.environ['WORLD_SIZE']))
+    return True

@@ -1,0 +1,160 @@
+"""CIRR loading on the real annotation files with stand-in images, and every bad input."""
+import json
+import os
+import os.path as osp
+import shutil
+
+import pytest
+import torch
+
+from conftest import GALLERY_PIPELINE, QUERY_PIPELINE, TRAIN_PIPELINE, shared_data, \
+    write_standin_images
+from ssn_plugin.datasets import CIRR, MissingImages
+from ssn_plugin.registry import DATASETS
+
+
+@pytest.fixture(scope='module')
+def real_cirr(tmp_path_factory):
+    """The real val/test1 files, a val-schema train file, and an 8x8 image per split entry."""
+    root = tmp_path_factory.mktemp('cirr_real')
+    os.makedirs(root / 'cirr' / 'captions')
+    shutil.copytree(shared_data('cirr', 'image_splits'), root / 'cirr' / 'image_splits')
+    for split in ('val', 'test1'):
+        shutil.copy(shared_data('cirr', 'captions', f'cap.rc2.{split}.json'),
+                    root / 'cirr' / 'captions')
+        rels = json.load(open(root / 'cirr' / 'image_splits' / f'split.rc2.{split}.json'))
+        write_standin_images(str(root), rels)
+    # Train captions are not distributed with the shared data: build some in the val schema.
+    train_rels = json.load(open(root / 'cirr' / 'image_splits' / 'split.rc2.train.json'))
+    names = list(train_rels)[:60]
+    records = [dict(pairid=i, reference=names[i], target_hard=names[i + 1],
+                    target_soft={names[i + 1]: 1.0}, caption=f'change {i}',
+                    img_set=dict(id=i, members=names[i:i + 6], reference_rank=0,
+                                 target_rank=1)) for i in range(50)]
+    json.dump(records, open(root / 'cirr' / 'captions' / 'cap.rc2.train.json', 'w'))
+    # The train gallery is trimmed to those images (their real paths kept).
+    json.dump({n: train_rels[n] for n in names},
+              open(root / 'cirr' / 'image_splits' / 'split.rc2.train.json', 'w'))
+    write_standin_images(str(root), {n: train_rels[n] for n in names},
+                         img_root=str(root / 'images'))
+    return str(root)
+
+
+def copy_tree(src, dst):
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+def test_val_loads_completely(real_cirr):
+    dataset = DATASETS.build(dict(type='CIRR', data_root=real_cirr, split='val',
+                                  pipeline=QUERY_PIPELINE, gallery_pipeline=GALLERY_PIPELINE))
+    assert len(dataset) == 4181
+    assert len(dataset.gallery) == 2297
+    names = dataset.gallery_names
+    records = json.load(open(osp.join(real_cirr, 'cirr', 'captions', 'cap.rc2.val.json')))
+    for i in (0, 1234, 4180):
+        item, record = dataset.get_data_info(i), records[i]
+        assert item['pairid'] == record['pairid']
+        assert item['text'] == record['caption']
+        assert names[item['ref_idx']] == record['reference']
+        assert names[item['tgt_idx']] == record['target_hard']
+        assert [names[j] for j in item['subset_idx']] == record['img_set']['members']
+        assert item['ref_img_path'].endswith(osp.join('dev', record['reference'] + '.png'))
+    # Gallery order = split file order.
+    split = json.load(open(osp.join(real_cirr, 'cirr', 'image_splits', 'split.rc2.val.json')))
+    assert names == list(split)
+    sample = dataset[0]
+    assert sample['inputs']['ref_img'].shape == (3, 32, 32)
+    assert sample['inputs']['ref_img'].dtype == torch.uint8
+    assert sample['data_samples'].text == records[0]['caption']
+    gallery = dataset.gallery_dataset()
+    assert len(gallery) == 2297 and gallery[5]['data_samples'].gallery_idx == 5
+
+
+def test_test1_loads_for_inference(real_cirr):
+    dataset = CIRR(real_cirr, 'test1', pipeline=QUERY_PIPELINE)
+    assert len(dataset) == 4148 and len(dataset.gallery) == 2315
+    items = {dataset.get_data_info(i)['pairid']: dataset.get_data_info(i)
+             for i in range(len(dataset))}
+    assert items[27098]['text'] == ' '  # the empty caption loads as it is
+    assert all(it['tgt_idx'] == -1 and it['tgt_img_path'] is None for it in items.values())
+    assert dataset[0]['inputs']['ref_img'].shape == (3, 32, 32)
+
+
+def test_train_layout_and_pipeline(real_cirr):
+    dataset = CIRR(real_cirr, 'train', pipeline=TRAIN_PIPELINE)
+    assert len(dataset) == 50
+    item = dataset.get_data_info(0)
+    assert osp.join('images', 'train') in item['ref_img_path']
+    sample = dataset[3]
+    assert set(sample['inputs']) == {'ref_img', 'tgt_img'}
+
+
+def test_unknown_split(real_cirr):
+    with pytest.raises(ValueError, match=r"Unknown CIRR split 'test'.*'train', 'val', 'test1'"):
+        CIRR(real_cirr, 'test')
+
+
+def test_missing_annotation_file_names_file_and_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r'cap\.rc2\.val\.json[\s\S]*image_splits'):
+        CIRR(str(tmp_path), 'val')
+
+
+@pytest.mark.parametrize('mutate, message', [
+    (lambda r: r.pop('caption'), r"record 3 \(pairid \d+\): missing key 'caption'"),
+    (lambda r: r.update(pairid='x'), r"'pairid' should be int"),
+    (lambda r: r['img_set'].update(members=['a']), 'img_set.members should be a list of 6'),
+    (lambda r: r.update(reference='dev-nope'), r"images \['dev-nope'\] are not in"),
+    (lambda r: r.pop('target_hard'), "missing key 'target_hard'"),
+])
+def test_malformed_record(tmp_path, real_cirr, mutate, message):
+    root = tmp_path / 'c'
+    os.makedirs(root / 'cirr' / 'captions')
+    shutil.copytree(osp.join(real_cirr, 'cirr', 'image_splits'), root / 'cirr' / 'image_splits')
+    records = json.load(open(osp.join(real_cirr, 'cirr', 'captions', 'cap.rc2.val.json')))
+    mutate(records[3])
+    json.dump(records, open(root / 'cirr' / 'captions' / 'cap.rc2.val.json', 'w'))
+    with pytest.raises(ValueError, match=message):
+        CIRR(str(root), 'val', check_images=False)
+
+
+def test_broken_json(tmp_path, real_cirr):
+    root = tmp_path / 'c'
+    os.makedirs(root / 'cirr' / 'captions')
+    shutil.copytree(osp.join(real_cirr, 'cirr', 'image_splits'), root / 'cirr' / 'image_splits')
+    (root / 'cirr' / 'captions' / 'cap.rc2.val.json').write_text('[{"pairid": 1,')
+    with pytest.raises(ValueError, match=r'cap\.rc2\.val\.json is not valid JSON'):
+        CIRR(str(root), 'val')
+
+
+def test_missing_images_error_then_skip(tmp_path, tiny_cirr):
+    root = tiny_cirr['root']
+    val = tiny_cirr['val']
+    missing_name = val['records'][0]['target_hard']
+    os.remove(osp.join(root, val['rels'][missing_name]))
+    with pytest.raises(MissingImages, match=r'1 of 24 referenced images are missing.*'
+                       + missing_name + r'[\s\S]*skip_missing=True'):
+        CIRR(root, 'val')
+    dataset = CIRR(root, 'val', skip_missing=True)
+    affected = [r['pairid'] for r in val['records']
+                if missing_name in (r['reference'], r['target_hard'], *r['img_set']['members'])]
+    assert dataset.dropped_pairids == affected
+    assert len(dataset) == len(val['records']) - len(affected)
+    assert len(dataset.gallery) == 23 and missing_name not in dataset.gallery_names
+    names = dataset.gallery_names
+    for i in range(len(dataset)):
+        item = dataset.get_data_info(i)
+        record = next(r for r in val['records'] if r['pairid'] == item['pairid'])
+        assert names[item['tgt_idx']] == record['target_hard']
+        assert names[item['ref_idx']] == record['reference']
+
+
+def test_unreadable_image_names_the_file(tiny_cirr):
+    root = tiny_cirr['root']
+    name = tiny_cirr['val']['records'][0]['reference']
+    path = osp.join(root, tiny_cirr['val']['rels'][name])
+    with open(path, 'wb') as f:
+        f.write(b'not a png')
+    dataset = CIRR(root, 'val', pipeline=QUERY_PIPELINE)
+    with pytest.raises(OSError, match='cannot read image .*' + name):
+        dataset[0]

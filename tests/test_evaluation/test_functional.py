@@ -1,0 +1,120 @@
+"""Ranking and recall maths against hand-computed cases and the CLIP4Cir/SSN protocol code."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import shared_data
+from ssn_plugin.evaluation.functional import (cirr_recalls, fashioniq_recalls, rank_gallery,
+                                              recall_at_k)
+
+
+def clip4cir_cirr_reference(query, gallery, names, refs, targets, members):
+    """The CLIP4Cir / SSN validate.py computation, written out with full argsort and names."""
+    distances = 1 - query @ gallery.T
+    sorted_indices = torch.argsort(distances, dim=-1).cpu()
+    sorted_names = np.array(names)[sorted_indices]
+    reference_mask = torch.tensor(
+        sorted_names != np.repeat(np.array(refs), len(names)).reshape(len(targets), -1))
+    sorted_names = sorted_names[reference_mask].reshape(sorted_names.shape[0],
+                                                        sorted_names.shape[1] - 1)
+    labels = torch.tensor(
+        sorted_names == np.repeat(np.array(targets), len(names) - 1).reshape(len(targets), -1))
+    group_members = np.array(members)
+    group_mask = (sorted_names[..., None] == group_members[:, None, :]).sum(-1).astype(bool)
+    group_labels = labels[group_mask].reshape(labels.shape[0], -1)
+    assert torch.equal(torch.sum(labels, dim=-1).int(), torch.ones(len(targets)).int())
+    out = {}
+    for k in (1, 5, 10, 50):
+        out[f'R@{k}'] = (torch.sum(labels[:, :k]) / len(labels)).item() * 100
+    for k in (1, 2, 3):
+        out[f'Rsubset@{k}'] = (torch.sum(group_labels[:, :k]) / len(group_labels)).item() * 100
+    return out
+
+
+def test_hand_computed_cirr_case():
+    # Gallery of 5 one-hot-ish directions; query 0 ranks 4 > 3 > 0(ref) > 1 > 2.
+    gallery = torch.eye(5)
+    query = F.normalize(torch.tensor([[0.5, 0.2, 0.1, 0.8, 0.9],
+                                      [0.9, 0.8, 0.1, 0.2, 0.3]]), dim=-1)
+    ref = torch.tensor([0, 1])
+    target = torch.tensor([1, 4])
+    subset = torch.tensor([[0, 1, 2, 3, 4, 4], [1, 0, 4, 2, 3, 3]])
+    ranked = rank_gallery(query, gallery, target, ref, subset, topk=3)
+    # Query 0 without its reference: 4, 3, 1, 2 -> target 1 at rank 2.
+    # Query 1 without its reference: 0, 4, 3, 2 -> target 4 at rank 1.
+    assert ranked['target_rank'].tolist() == [2, 1]
+    assert ranked['topk_index'].tolist() == [[4, 3, 1], [0, 4, 3]]
+    assert ranked['subset_order'][0].tolist() == [4, 4, 3, 1, 2, -1]
+    metrics = cirr_recalls(query, gallery, ref, target, subset, topk=(1, 2, 3),
+                           subset_topk=(1, 2))
+    assert metrics == {'R@1': 0.0, 'R@2': 50.0, 'R@3': 100.0, 'Rsubset@1': 0.0,
+                       'Rsubset@2': 50.0}
+
+
+def test_reference_removal_changes_the_rank():
+    gallery = torch.eye(3)
+    query = F.normalize(torch.tensor([[1.0, 0.5, 0.0]]), dim=-1)
+    target = torch.tensor([1])
+    kept = rank_gallery(query, gallery, target)['target_rank'].item()
+    removed = rank_gallery(query, gallery, target, exclude_index=torch.tensor([0]))
+    assert kept == 1 and removed['target_rank'].item() == 0
+
+
+def test_fashioniq_keeps_the_reference():
+    gallery = torch.eye(3)
+    query = F.normalize(torch.tensor([[1.0, 0.5, 0.0], [0.0, 0.1, 1.0]]), dim=-1)
+    assert fashioniq_recalls(query, gallery, torch.tensor([1, 2]), topk=(1, 2)) == {
+        'R@1': 50.0, 'R@2': 100.0}
+
+
+@pytest.mark.parametrize('chunk_elems', [1, 7, 1 << 25])
+def test_cirr_recalls_match_clip4cir_on_real_val_annotations(chunk_elems):
+    records = json.load(open(shared_data('cirr', 'captions', 'cap.rc2.val.json')))
+    names = list(json.load(open(shared_data('cirr', 'image_splits', 'split.rc2.val.json'))))
+    records = records[:600] if chunk_elems < 100 else records
+    index = {n: i for i, n in enumerate(names)}
+    torch.manual_seed(0)
+    gallery = F.normalize(torch.randn(len(names), 16), dim=-1)
+    refs = [r['reference'] for r in records]
+    targets = [r['target_hard'] for r in records]
+    members = [r['img_set']['members'] for r in records]
+    ref_idx = torch.tensor([index[n] for n in refs])
+    tgt_idx = torch.tensor([index[n] for n in targets])
+    # Queries near their targets, so that recalls are neither 0 nor 100.
+    query = F.normalize(gallery[tgt_idx] + 1.2 * torch.randn(len(records), 16), dim=-1)
+    ours = cirr_recalls(query, gallery, ref_idx, tgt_idx,
+                        torch.tensor([[index[m] for m in ms] for ms in members]),
+                        chunk_elems=chunk_elems)
+    expected = clip4cir_cirr_reference(query, gallery, names, refs, targets, members)
+    assert 0 < ours['R@1'] < ours['R@50'] < 100
+    for key, value in expected.items():
+        assert ours[key] == pytest.approx(value, abs=1e-4), key
+    assert ours['Avg'] == pytest.approx((expected['R@5'] + expected['Rsubset@1']) / 2,
+                                        abs=1e-4)
+
+
+def test_half_precision_features_are_ranked_in_fp32():
+    torch.manual_seed(1)
+    gallery = F.normalize(torch.randn(50, 8), dim=-1)
+    query = F.normalize(torch.randn(10, 8), dim=-1)
+    target = torch.arange(10)
+    ranks16 = rank_gallery(query.half(), gallery.half(), target)['target_rank']
+    ranks32 = rank_gallery(query.half().float(), gallery.half().float(), target)['target_rank']
+    assert torch.equal(ranks16, ranks32)
+
+
+def test_bad_indices_are_refused():
+    gallery = torch.eye(3)
+    query = torch.eye(3)[:1]
+    with pytest.raises(ValueError, match='outside'):
+        rank_gallery(query, gallery, torch.tensor([3]))
+    with pytest.raises(ValueError, match='exclude their own target'):
+        rank_gallery(query, gallery, torch.tensor([1]), exclude_index=torch.tensor([1]))
+    with pytest.raises(ValueError, match='no target among its img_set'):
+        cirr_recalls(query, gallery, torch.tensor([0]), torch.tensor([1]),
+                     torch.tensor([[0, 2, 2, 2, 2, 2]]))
+    with pytest.raises(ValueError, match='empty'):
+        recall_at_k(torch.empty(0, dtype=torch.long), 1)
