@@ -121,3 +121,28 @@ TRAIN_PIPELINE = [
     dict(type='CLIPResizeCrop', size=32, keys=('ref_img', 'tgt_img')),
     dict(type='PackCIRInputs', keys=('ref_img', 'tgt_img')),
 ]
+
+
+def make_tiny_fiq(root: str, num_images: int = 14, num_triplets: int = 9, seed: int = 0,
+                  ext: str = '.png') -> None:
+    """A Fashion-IQ-format dataset: three categories, train and val, random images."""
+    rng = random.Random(seed)
+    os.makedirs(osp.join(root, 'captions'), exist_ok=True)
+    os.makedirs(osp.join(root, 'image_splits'), exist_ok=True)
+    k = 0
+    for category in ('dress', 'shirt', 'toptee'):
+        for split in ('train', 'val'):
+            names = [f'{category[0].upper()}{split[0].upper()}{i:08d}' for i in range(num_images)]
+            records = []
+            for _ in range(num_triplets):
+                candidate, target = rng.sample(names, 2)
+                records.append(dict(target=target, candidate=candidate, captions=[
+                    rng.choice(['is red', 'is darker.', '', 'has a bow']),
+                    rng.choice(['shorter', 'with stripes?', 'longer sleeves'])]))
+            with open(osp.join(root, 'captions', f'cap.{category}.{split}.json'), 'w') as f:
+                json.dump(records, f, indent=4)
+            with open(osp.join(root, 'image_splits', f'split.{category}.{split}.json'), 'w') as f:
+                json.dump(names, f, indent=4)
+            for name in names:
+                k += 1
+                write_image(osp.join(root, 'images', name + ext), seed=seed * 1000 + k)

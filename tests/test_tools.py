@@ -12,7 +12,7 @@ import pytest
 from mmengine.config import Config
 
 from conftest import (GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TRAIN_PIPELINE,
-                      make_tiny_cirr)
+                      make_tiny_cirr, make_tiny_fiq)
 
 sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))
 import test as test_tool  # noqa: E402
@@ -68,6 +68,12 @@ def test_test_merge_args_sets_checkpoint():
     args = test_tool.parse_args(['c.py', 'ckpt.pth', '--cfg-options', 'a=1'])
     merged = test_tool.merge_args(cfg, args)
     assert merged.load_from == 'ckpt.pth' and merged.a == 1 and merged.work_dir == 'keep'
+    cfg = Config(dict(test_dataloader=dict(dataset=dict(split='val')),
+                      test_evaluator=[dict(type='CIRRMetric')]))
+    merged = test_tool.merge_args(cfg, test_tool.parse_args(
+        ['c.py', 'k.pth', '--split', 'test1', '--export-dir', 'sub']))
+    assert merged.test_dataloader.dataset.split == 'test1'
+    assert merged.test_evaluator == [dict(type='CIRRMetric', export_dir='sub')]
     assert isinstance(args, argparse.Namespace)
 
 
@@ -100,10 +106,14 @@ def test_train_test_resume_end_to_end(tmp_path, tiny_clip_file):
     assert glob.glob(osp.join(work_dir, 'best_cirr_Avg_epoch_1.pth'))
 
     metrics_file = str(tmp_path / 'metrics.json')
+    export_dir = tmp_path / 'submission'
     out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'test.py'), config, ckpt, '--work-dir',
-                    work_dir, '--out', metrics_file], cwd=str(tmp_path))
+                    work_dir, '--out', metrics_file, '--export-dir', str(export_dir)],
+                   cwd=str(tmp_path))
+    assert len(json.load(open(export_dir / 'recall_submission_ssn.json'))) == 13 + 2
     with open(metrics_file) as f:
         metrics = json.load(f)
+    assert metrics.pop('cirr/exported_queries') == 13
     assert set(metrics) >= {'cirr/R@1', 'cirr/R@5', 'cirr/R@50', 'cirr/Rsubset@1', 'cirr/Avg'}
     # 13 val queries over 24 candidates: R@50 covers every candidate.
     assert metrics['cirr/R@50'] == 100.0
@@ -155,3 +165,51 @@ def test_cpu_distributed_needs_gloo(monkeypatch):
     with pytest.raises(RuntimeError, match='env_cfg.dist_cfg.backend=gloo'):
         init_cpu_process_group(cfg)
     assert init_cpu_process_group(Config(dict(launcher='none'))) is False
+
+
+def test_fashioniq_train_then_test_end_to_end(tmp_path, tiny_clip_file):
+    data_root = str(tmp_path / 'fiq')
+    make_tiny_fiq(data_root)
+    caption = "dict(type='ComposeFIQCaption', random={})"
+    text = f"""
+_base_ = [{osp.join(PROJECT_ROOT, 'configs', 'fashioniq', 'ssn.py')!r}]
+model = dict(backbone=dict(arch={tiny_clip_file!r}, pretrained=None),
+             fusion=dict(num_heads=2, ffn_dim=64))
+optim_wrapper = dict(type='OptimWrapper')
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root={data_root!r},
+                                     pipeline=[{caption.format(True)}] + {TRAIN_PIPELINE!r}))
+val_dataloader = dict(batch_size=5, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root={data_root!r},
+                                   pipeline=[{caption.format(False)}] + {QUERY_PIPELINE!r},
+                                   gallery_pipeline={GALLERY_PIPELINE!r}))
+test_dataloader = val_dataloader
+train_cfg = dict(max_epochs=2)
+default_hooks = dict(logger=dict(interval=1))
+"""
+    config = tmp_path / 'tiny_fiq_ssn.py'
+    config.write_text(text)
+    work_dir = str(tmp_path / 'work')
+    out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'train.py'), str(config), '--work-dir',
+                    work_dir], cwd=str(tmp_path))
+    # The vision tower trains in epoch 0 and is frozen from epoch 1.
+    assert out.count('froze the CLIP vision tower') == 1
+    assert out.index('Epoch(train) [1]') < out.index('froze the CLIP vision tower') < out.index(
+        'Epoch(train) [2]')
+    assert out.count('Encoded the gallery: 42 images') == 2
+    assert osp.isfile(osp.join(work_dir, 'best_fiq_overall_epoch_1.pth')) or osp.isfile(
+        osp.join(work_dir, 'best_fiq_overall_epoch_2.pth'))
+
+    metrics_file = str(tmp_path / 'metrics.json')
+    out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'test.py'), str(config),
+                    osp.join(work_dir, 'epoch_2.pth'), '--work-dir', work_dir, '--out',
+                    metrics_file], cwd=str(tmp_path))
+    assert 'gallery protocol "original"' in out
+    assert 'dress queries / gallery' in out and '9 / 14' in out
+    metrics = json.load(open(metrics_file))
+    assert list(metrics) == [f'fiq/{c}_R@{k}' for c in ('dress', 'shirt', 'toptee')
+                             for k in (10, 50)] + ['fiq/avg_R@10', 'fiq/avg_R@50',
+                                                   'fiq/overall']
+    assert metrics['fiq/dress_R@50'] == 100.0  # 14-image galleries
+    assert metrics['fiq/overall'] == pytest.approx(
+        (metrics['fiq/avg_R@10'] + metrics['fiq/avg_R@50']) / 2)

@@ -16,6 +16,10 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and results')
     parser.add_argument('--out', help='dump the metrics to this file (.json/.yaml/.pkl)')
+    parser.add_argument('--split', help='evaluate this split of the test dataset '
+                        '(sets test_dataloader.dataset.split, e.g. test1)')
+    parser.add_argument('--export-dir', help='write the metrics\' export files here (CIRR: the '
+                        'test-server submission; sets export_dir on the test metrics)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, "key=value" (e.g. test_dataloader.batch_size=32)')
@@ -38,6 +42,12 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    if args.split is not None:
+        cfg.test_dataloader.dataset.split = args.split
+    if args.export_dir is not None:
+        evaluators = cfg.test_evaluator
+        for metric in evaluators if isinstance(evaluators, list) else [evaluators]:
+            metric['export_dir'] = args.export_dir
     return cfg
 
 

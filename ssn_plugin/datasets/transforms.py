@@ -6,7 +6,8 @@ and skips a key whose ``<key>_path`` is None (for example the unknown target of 
 Images travel as RGB ``PIL.Image`` until :class:`PackCIRInputs` turns them into uint8 tensors;
 normalisation happens in :class:`~ssn_plugin.models.CIRDataPreprocessor`.
 """
-from typing import Sequence, Tuple, Union
+import random as _random
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -163,7 +164,8 @@ class PackCIRInputs(BaseTransform):
                  meta_keys: Sequence[str] = ('text', 'pairid', 'ref_idx', 'tgt_idx',
                                              'subset_idx', 'gallery_idx', 'group',
                                              'sample_idx', 'ref_img_path', 'tgt_img_path',
-                                             'img_path', 'name')):
+                                             'img_path', 'name', 'category', 'gallery_range',
+                                             'ref_name', 'tgt_name')):
         self.keys = tuple(keys)
         self.meta_keys = tuple(meta_keys)
 
@@ -177,3 +179,61 @@ class PackCIRInputs(BaseTransform):
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(keys={self.keys}, meta_keys={self.meta_keys})'
+
+
+def _strip(caption: str) -> str:
+    return caption.strip('.?, ')
+
+
+def _lead(caption: str) -> str:
+    """The release's s(x): strip '.?, ' then ``str.capitalize``."""
+    return _strip(caption).capitalize()
+
+
+def fiq_caption(c1: str, c2: str, u: Optional[float] = None) -> str:
+    """Compose Fashion-IQ's two captions as the release does (spec 4.2).
+
+    ``u=None`` gives the evaluation form "s(c1) and c2". A draw ``u`` in [0, 1) picks a
+    training form: u < 0.25 "s(c1) and c2"; 0.25 < u < 0.5 "s(c2) and c1"; 0.5 < u < 0.75
+    "s(c1)"; otherwise "s(c2)" (so u exactly 0.25 or 0.5 gives "s(c2)", as the release).
+    s(x) strips '.?, ' and capitalises. Unlike the release, an empty caption never leaves a
+    dangling "and": the other caption is used alone.
+    """
+    first, second = c1, c2
+    if u is None or u < 0.25:
+        pair = True
+    elif 0.25 < u < 0.5:
+        first, second, pair = c2, c1, True
+    elif 0.5 < u < 0.75:
+        pair = False
+    else:
+        first, second, pair = c2, c1, False
+    if not _strip(first):
+        return _lead(second)
+    if pair and _strip(second):
+        return f'{_lead(first)} and {_strip(second)}'
+    return _lead(first)
+
+
+@TRANSFORMS.register_module()
+class ComposeFIQCaption(BaseTransform):
+    """Build ``text`` from Fashion-IQ's two captions (see :func:`fiq_caption`).
+
+    Required keys: ``captions`` (two strings). Added keys: ``text``.
+
+    Args:
+        random (bool): Draw one of the four training forms per call (Python's ``random``,
+            which MMEngine seeds per worker); False gives the evaluation form.
+            Defaults to False.
+    """
+
+    def __init__(self, random: bool = False):
+        self.random = random
+
+    def transform(self, results: dict) -> dict:
+        c1, c2 = results['captions']
+        results['text'] = fiq_caption(c1, c2, _random.random() if self.random else None)
+        return results
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(random={self.random})'

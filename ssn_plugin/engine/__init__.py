@@ -1,8 +1,8 @@
 from . import checkpoint_compat
-from .hooks import GalleryFeatureHook, encode_gallery
+from .hooks import FreezeVisionTowerHook, GalleryFeatureHook, encode_gallery
 
 # Registered on import: our hooks are imported whenever a config uses them, and the runner
 # builds hooks before it loads or resumes a checkpoint.
 checkpoint_compat.install()
 
-__all__ = ['GalleryFeatureHook', 'encode_gallery', 'checkpoint_compat']
+__all__ = ['FreezeVisionTowerHook', 'GalleryFeatureHook', 'encode_gallery', 'checkpoint_compat']

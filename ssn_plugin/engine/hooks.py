@@ -1,4 +1,4 @@
-"""Hooks: gallery feature preparation before evaluation."""
+"""Hooks: gallery feature preparation before evaluation, tower freezing."""
 import time
 from typing import Optional
 
@@ -6,6 +6,7 @@ import torch
 from mmengine.dist import collect_results, get_rank
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 
 from ssn_plugin.registry import HOOKS
 
@@ -95,3 +96,32 @@ class GalleryFeatureHook(Hook):
 
     def before_test_epoch(self, runner) -> None:
         self._prepare(runner, runner.test_loop)
+
+
+@HOOKS.register_module()
+class FreezeVisionTowerHook(Hook):
+    """Freeze the CLIP vision tower from a given epoch on (the release's Fashion-IQ recipe).
+
+    The release fine-tunes both towers in epoch 0 and only the text tower afterwards. The hook
+    runs before every training epoch, so a resumed run freezes too. Under DDP set
+    ``find_unused_parameters=True``: the frozen parameters stop receiving gradients.
+
+    Args:
+        epoch (int): First (0-based) epoch with a frozen vision tower. Defaults to 1.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, epoch: int = 1):
+        self.epoch = epoch
+
+    def before_train_epoch(self, runner) -> None:
+        if runner.epoch < self.epoch:
+            return
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        params = model.clip.vision_parameters()
+        if any(p.requires_grad for p in params):
+            model.clip.set_trainable(vision=False)
+            print_log(f'Epoch {runner.epoch}: froze the CLIP vision tower ({len(params)} '
+                      'tensors); only the text tower of CLIP is fine-tuned from now on.',
+                      logger='current')

@@ -6,6 +6,9 @@ duplicates) and ``compute_metrics`` calls the pure functions. The gallery featur
 :class:`~ssn_plugin.engine.GalleryFeatureHook`, which encodes the gallery once per evaluation
 and hands it to every metric that has ``set_gallery``.
 """
+import json
+import os
+import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -14,7 +17,11 @@ from mmengine.logging import print_log
 from prettytable import PrettyTable
 
 from ssn_plugin.registry import METRICS
-from .functional import DEFAULT_CHUNK_ELEMS, cirr_recalls
+from .functional import (DEFAULT_CHUNK_ELEMS, cirr_recalls_from_ranks, fashioniq_recalls,
+                         rank_gallery)
+
+# The CIRR evaluation server's limit on an uploaded file.
+CIRR_SERVER_MAX_BYTES = 5 * 1024 * 1024
 
 
 class GalleryMetric(BaseMetric):
@@ -52,34 +59,74 @@ class GalleryMetric(BaseMetric):
         print_log(f'{title}\n{table.get_string()}', logger='current')
 
 
+def write_cirr_submission(out_dir: str, name: str, pairids: Sequence[int],
+                          top_names: Sequence[Sequence[str]],
+                          subset_names: Sequence[Sequence[str]]) -> List[str]:
+    """Write the two rc2 files the CIRR evaluation server expects (spec 5.4).
+
+    Returns:
+        list[str]: the paths of ``recall_submission_<name>.json`` and
+        ``recall_subset_submission_<name>.json``.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for metric, ranked in (('recall', top_names), ('recall_subset', subset_names)):
+        content = {'version': 'rc2', 'metric': metric}
+        content.update({str(int(p)): list(names) for p, names in zip(pairids, ranked)})
+        path = osp.join(out_dir, f'{metric}_submission_{name}.json')
+        with open(path, 'w') as f:
+            json.dump(content, f, sort_keys=True, separators=(',', ':'))
+        size = osp.getsize(path)
+        if size > CIRR_SERVER_MAX_BYTES:
+            raise RuntimeError(f'{path} is {size} bytes, over the CIRR server limit of '
+                               f'{CIRR_SERVER_MAX_BYTES}')
+        paths.append(path)
+    return paths
+
+
 @METRICS.register_module()
 class CIRRMetric(GalleryMetric):
-    """CIRR Recall@{1,5,10,50}, Recall_subset@{1,2,3} and Avg (spec 5.2).
+    """CIRR Recall@{1,5,10,50}, Recall_subset@{1,2,3} and Avg (spec 5.2), and the
+    test-server export (spec 5.4).
 
-    Reads per query ``query_feat``, ``ref_idx``, ``tgt_idx`` and ``subset_idx`` from the data
-    samples. Keys: ``cirr/R@1`` ... ``cirr/Rsubset@3``, ``cirr/Avg`` (use ``save_best=
-    'cirr/Avg'``).
+    Reads per query ``query_feat``, ``pairid``, ``ref_idx``, ``tgt_idx`` and ``subset_idx``
+    from the data samples. Keys: ``cirr/R@1`` ... ``cirr/Rsubset@3``, ``cirr/Avg`` (use
+    ``save_best='cirr/Avg'``). On a split without targets (test1) no recall exists; set
+    ``export_dir`` to write the submission files.
+
+    With ``export_dir`` set, writes ``recall_submission_<name>.json`` (top-50 gallery names
+    per pairid) and ``recall_subset_submission_<name>.json`` (top-3 ``img_set`` members), the
+    reference excluded from both, in the format of the CIRR server; on val the recalls can be
+    recomputed from those lists to check them before uploading.
 
     Args:
         topk (Sequence[int]): K of Recall@K. Defaults to (1, 5, 10, 50).
         subset_topk (Sequence[int]): K of Recall_subset@K. Defaults to (1, 2, 3).
+        export_dir (str, optional): Where to write the submission files. Defaults to None.
+        export_name (str): The ``<name>`` in the file names. Defaults to 'ssn'.
         chunk_elems (int): Similarities held at once while ranking. Defaults to 2**25.
         collect_device (str): Device for cross-rank collection. Defaults to 'cpu'.
         prefix (str, optional): Key prefix. Defaults to 'cirr'.
     """
 
     default_prefix = 'cirr'
+    EXPORT_TOPK = 50
+    EXPORT_SUBSET_TOPK = 3
 
     def __init__(self, topk: Sequence[int] = (1, 5, 10, 50),
-                 subset_topk: Sequence[int] = (1, 2, 3), **kwargs):
+                 subset_topk: Sequence[int] = (1, 2, 3), export_dir: Optional[str] = None,
+                 export_name: str = 'ssn', **kwargs):
         super().__init__(**kwargs)
         self.topk = tuple(topk)
         self.subset_topk = tuple(subset_topk)
+        self.export_dir = export_dir
+        self.export_name = export_name
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
             self.results.append(dict(
                 query_feat=sample['query_feat'].detach().float().cpu(),
+                pairid=sample['pairid'],
                 ref_idx=sample['ref_idx'],
                 tgt_idx=sample['tgt_idx'],
                 subset_idx=torch.as_tensor(sample['subset_idx'])))
@@ -87,14 +134,91 @@ class CIRRMetric(GalleryMetric):
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         gallery = self._require_gallery()
         target = torch.as_tensor([r['tgt_idx'] for r in results])
-        if (target < 0).any():
-            raise ValueError('CIRRMetric needs targets; this split has none (CIRR test1). '
-                             'Use the test-server export instead.')
-        metrics = cirr_recalls(
+        has_targets = bool((target >= 0).all())
+        if not has_targets and self.export_dir is None:
+            raise ValueError('CIRRMetric: this split has no targets (CIRR test1), so no recall '
+                             'can be computed; set export_dir to write the test-server files.')
+        ranked = rank_gallery(
             self._stack(results, 'query_feat'), gallery,
-            torch.as_tensor([r['ref_idx'] for r in results]), target,
-            self._stack(results, 'subset_idx'), self.topk, self.subset_topk, self.chunk_elems)
-        self._log_table(f'CIRR recall (%) of {len(results)} queries, gallery of '
-                        f'{gallery.shape[0]} images, reference removed:',
-                        list(metrics), list(metrics.values()))
+            target_index=target if has_targets else None,
+            exclude_index=torch.as_tensor([r['ref_idx'] for r in results]),
+            subset_index=self._stack(results, 'subset_idx'),
+            topk=self.EXPORT_TOPK if self.export_dir else 0, chunk_elems=self.chunk_elems)
+        metrics = {}
+        if has_targets:
+            metrics = cirr_recalls_from_ranks(ranked['target_rank'],
+                                              ranked['subset_target_rank'], self.topk,
+                                              self.subset_topk)
+            self._log_table(f'CIRR recall (%) of {len(results)} queries, gallery of '
+                            f'{gallery.shape[0]} images, reference removed:',
+                            list(metrics), list(metrics.values()))
+        if self.export_dir:
+            names = self.gallery_names
+            top = [[names[i] for i in row] for row in ranked['topk_index'].tolist()]
+            subset = [[names[i] for i in row if i >= 0][:self.EXPORT_SUBSET_TOPK]
+                      for row in ranked['subset_order'].tolist()]
+            paths = write_cirr_submission(self.export_dir, self.export_name,
+                                          [r['pairid'] for r in results], top, subset)
+            print_log(f'CIRR submission files for {len(results)} queries: {paths}',
+                      logger='current')
+            metrics['exported_queries'] = float(len(results))
+        return metrics
+
+
+@METRICS.register_module()
+class FashionIQMetric(GalleryMetric):
+    """Fashion-IQ Recall@10/50 per category, their averages and the overall score (spec 5.3).
+
+    Each query is ranked against its own category's gallery (``gallery_range`` of the
+    sample); the reference stays in the gallery. Keys (prefix ``fiq``): ``<cat>_R@10``,
+    ``<cat>_R@50``, ``avg_R@10``, ``avg_R@50`` (unweighted means over categories) and
+    ``overall`` = (avg R@10 + avg R@50) / 2 (use ``save_best='fiq/overall'``). The logged
+    table also gives the gallery protocol and, per category, the number of queries evaluated
+    and the gallery size.
+
+    Args:
+        topk (Sequence[int]): K of Recall@K. Defaults to (10, 50).
+        chunk_elems (int): Similarities held at once while ranking. Defaults to 2**25.
+        collect_device (str): Device for cross-rank collection. Defaults to 'cpu'.
+        prefix (str, optional): Key prefix. Defaults to 'fiq'.
+    """
+
+    default_prefix = 'fiq'
+    ORDER = ('dress', 'shirt', 'toptee')
+
+    def __init__(self, topk: Sequence[int] = (10, 50), **kwargs):
+        super().__init__(**kwargs)
+        self.topk = tuple(topk)
+
+    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        for sample in data_samples:
+            self.results.append(dict(
+                query_feat=sample['query_feat'].detach().float().cpu(),
+                tgt_idx=sample['tgt_idx'],
+                category=sample['category'],
+                gallery_range=tuple(sample['gallery_range'])))
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        gallery = self._require_gallery()
+        if any(r['tgt_idx'] < 0 for r in results):
+            raise ValueError('FashionIQMetric needs targets; the test split has none.')
+        present = {r['category'] for r in results}
+        categories = [c for c in self.ORDER if c in present] + sorted(present - set(self.ORDER))
+        metrics, sizes = {}, {}
+        for category in categories:
+            rows = [r for r in results if r['category'] == category]
+            start, stop = rows[0]['gallery_range']
+            target = torch.as_tensor([r['tgt_idx'] for r in rows]) - start
+            recalls = fashioniq_recalls(self._stack(rows, 'query_feat'), gallery[start:stop],
+                                        target, self.topk, self.chunk_elems)
+            metrics.update({f'{category}_{k}': v for k, v in recalls.items()})
+            sizes[category] = (len(rows), stop - start)
+        for k in self.topk:
+            metrics[f'avg_R@{k}'] = sum(metrics[f'{c}_R@{k}'] for c in categories) / len(
+                categories)
+        metrics['overall'] = sum(metrics[f'avg_R@{k}'] for k in self.topk) / len(self.topk)
+        protocol = (self.dataset_meta or {}).get('gallery_protocol', 'unknown')
+        extra = {f'{c} queries / gallery': f'{n} / {g}' for c, (n, g) in sizes.items()}
+        self._log_table(f'Fashion-IQ recall (%), gallery protocol "{protocol}", reference kept '
+                        'in the gallery:', list(metrics), list(metrics.values()), extra)
         return metrics

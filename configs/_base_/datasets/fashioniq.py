@@ -1,0 +1,47 @@
+# Fashion-IQ, the three categories pooled for training and evaluated per category against
+# split.<cat>.val.json ("original" protocol of CLIP4Cir and SSN). Preprocessing as the SSN
+# release (CLIP resize + center crop, 224 px).
+dataset_type = 'FashionIQ'
+data_root = 'data/fashion-iq'
+
+train_pipeline = [
+    dict(type='ComposeFIQCaption', random=True),
+    dict(type='LoadCIRImages', keys=('ref_img', 'tgt_img')),
+    dict(type='CLIPResizeCrop', size=224, keys=('ref_img', 'tgt_img')),
+    dict(type='PackCIRInputs', keys=('ref_img', 'tgt_img')),
+]
+query_pipeline = [
+    dict(type='ComposeFIQCaption', random=False),
+    dict(type='LoadCIRImages', keys=('ref_img', )),
+    dict(type='CLIPResizeCrop', size=224, keys=('ref_img', )),
+    dict(type='PackCIRInputs', keys=('ref_img', )),
+]
+gallery_pipeline = [
+    dict(type='LoadCIRImages', keys=('img', )),
+    dict(type='CLIPResizeCrop', size=224, keys=('img', )),
+    dict(type='PackCIRInputs', keys=('img', )),
+]
+
+train_dataloader = dict(
+    batch_size=128,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='pseudo_collate'),
+    drop_last=True,
+    dataset=dict(type=dataset_type, data_root=data_root, split='train',
+                 categories=('dress', 'shirt', 'toptee'), pipeline=train_pipeline),
+)
+val_dataloader = dict(
+    batch_size=32,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    collate_fn=dict(type='pseudo_collate'),
+    dataset=dict(type=dataset_type, data_root=data_root, split='val',
+                 categories=('dress', 'shirt', 'toptee'), gallery_protocol='original',
+                 pipeline=query_pipeline, gallery_pipeline=gallery_pipeline),
+)
+val_evaluator = dict(type='FashionIQMetric')
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator

@@ -1,0 +1,223 @@
+"""Fashion-IQ: triplets and per-category galleries, with honest handling of missing images."""
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence
+
+from mmengine.logging import MMLogger, print_log
+
+from ssn_plugin.registry import DATASETS
+from .base import BaseCIRDataset, MissingImages, load_json
+
+FIQ_LAYOUT = """\
+    data_root/
+    ├── captions/cap.{dress,shirt,toptee}.{train,val,test}.json
+    ├── image_splits/split.{dress,shirt,toptee}.{train,val,test}.json
+    └── images/<ASIN>.png"""
+
+GALLERY_PROTOCOLS = ('original', 'val-split')
+
+
+def default_report_dir() -> str:
+    """The current run's log directory (inside the work dir), else the working directory."""
+    if MMLogger.check_instance_created(MMLogger.get_current_instance().instance_name):
+        log_file = getattr(MMLogger.get_current_instance(), 'log_file', None)
+        if log_file:
+            return osp.dirname(log_file)
+    return os.getcwd()
+
+
+@DATASETS.register_module()
+class FashionIQ(BaseCIRDataset):
+    """Fashion-IQ triplets (dress, shirt, toptee), read from the official files as they are.
+
+    Expected layout (``img_dir`` and ``img_ext`` change the image part; other public copies
+    use ``.jpg``)::
+
+        data_root/
+        ├── captions/cap.{dress,shirt,toptee}.{train,val,test}.json
+        ├── image_splits/split.{dress,shirt,toptee}.{train,val,test}.json
+        └── images/<ASIN>.png
+
+    Items hold the two raw captions (``captions``); :class:`ComposeFIQCaption` in the pipeline
+    builds ``text`` (random forms for training, "c1 and c2" for evaluation). Each item also
+    carries ``category`` and the half-open range ``gallery_range`` of its category's gallery in
+    :attr:`gallery`, which is the concatenation of the categories' galleries in ``categories``
+    order: each query is ranked against its own category only.
+
+    Gallery protocols: ``'original'`` (CLIP4Cir/SSN): every image of
+    ``split.<cat>.<split>.json``; ``'val-split'``: only the images that occur in the split's
+    triplets (as candidate or target), used by some later papers.
+
+    Missing images: all referenced files are checked when the annotations load. By default a
+    missing file stops with the count per category and the full list written to
+    ``missing_images_fashioniq_<split>.txt`` in ``report_dir``; with ``skip_missing=True``
+    the affected triplets and gallery images are dropped and counted (see
+    :attr:`missing_summary`).
+
+    Args:
+        data_root (str): The dataset root.
+        split (str): One of ``'train'``, ``'val'``, ``'test'``.
+        categories (Sequence[str]): Categories to load (pooled for training). Defaults to
+            ``('dress', 'shirt', 'toptee')``.
+        pipeline (list): Transforms of a triplet/query item.
+        gallery_pipeline (list, optional): Transforms of a gallery image. Defaults to None.
+        gallery_protocol (str): ``'original'`` or ``'val-split'``. Defaults to 'original'.
+        img_dir (str): Image folder under ``data_root``. Defaults to 'images'.
+        img_ext (str): Image file extension. Defaults to '.png'.
+        skip_missing (bool): Drop what misses images instead of raising. Defaults to False.
+        check_images (bool): Check image files at load time. Defaults to True.
+        report_dir (str, optional): Where the missing-image list goes; None = the current
+            run's log directory in the work dir (or the working directory outside a run).
+        **kwargs: Passed to ``BaseDataset``.
+    """
+
+    SPLITS = ('train', 'val', 'test')
+    CATEGORIES = ('dress', 'shirt', 'toptee')
+    LAYOUT = FIQ_LAYOUT
+
+    def __init__(self,
+                 data_root: str,
+                 split: str,
+                 categories: Sequence[str] = CATEGORIES,
+                 pipeline: Sequence = (),
+                 gallery_pipeline: Optional[Sequence] = None,
+                 gallery_protocol: str = 'original',
+                 img_dir: str = 'images',
+                 img_ext: str = '.png',
+                 skip_missing: bool = False,
+                 check_images: bool = True,
+                 report_dir: Optional[str] = None,
+                 **kwargs):
+        if split not in self.SPLITS:
+            raise ValueError(f'Unknown Fashion-IQ split {split!r}: expected one of '
+                             f'{self.SPLITS}.')
+        unknown = [c for c in categories if c not in self.CATEGORIES]
+        if unknown or not categories:
+            raise ValueError(f'Unknown Fashion-IQ categories {unknown or categories}: expected '
+                             f'a non-empty subset of {self.CATEGORIES}.')
+        if gallery_protocol not in GALLERY_PROTOCOLS:
+            raise ValueError(f'Unknown gallery_protocol {gallery_protocol!r}: expected one of '
+                             f'{GALLERY_PROTOCOLS}.')
+        self.split = split
+        self.categories = tuple(categories)
+        self.gallery_protocol = gallery_protocol
+        self.img_dir = img_dir
+        self.img_ext = img_ext
+        self.skip_missing = skip_missing
+        self.check_images = check_images
+        self.report_dir = report_dir
+        self.has_targets = split != 'test'
+        self.missing_summary: Dict[str, dict] = {}
+        metainfo = dict(kwargs.pop('metainfo', None) or {}, split=split,
+                        categories=self.categories, gallery_protocol=gallery_protocol)
+        super().__init__(data_root=data_root, pipeline=pipeline,
+                         gallery_pipeline=gallery_pipeline, metainfo=metainfo, **kwargs)
+
+    def caption_file(self, category: str) -> str:
+        return osp.join(self.data_root, 'captions', f'cap.{category}.{self.split}.json')
+
+    def split_file(self, category: str) -> str:
+        return osp.join(self.data_root, 'image_splits', f'split.{category}.{self.split}.json')
+
+    def image_path(self, asin: str) -> str:
+        return osp.join(self.data_root, self.img_dir, asin + self.img_ext)
+
+    def _read_category(self, category: str):
+        caption_file = self.caption_file(category)
+        records = load_json(caption_file, FIQ_LAYOUT)
+        split = load_json(self.split_file(category), FIQ_LAYOUT)
+        if not isinstance(records, list):
+            raise ValueError(f'{caption_file}: expected a list of records')
+        if not (isinstance(split, list) and all(isinstance(a, str) for a in split)):
+            raise ValueError(f'{self.split_file(category)}: expected a list of image ids')
+        required = ('candidate', 'captions') + (('target', ) if self.has_targets else ())
+        in_split = set(split)
+        for i, record in enumerate(records):
+            where = f'{caption_file}, record {i}'
+            if not isinstance(record, dict):
+                raise ValueError(f'{where}: expected a JSON object')
+            for key in required:
+                if key not in record:
+                    raise ValueError(f'{where}: missing key {key!r}; a {self.split} record '
+                                     f'needs {list(required)}')
+            caps = record['captions']
+            if not (isinstance(caps, list) and len(caps) == 2
+                    and all(isinstance(c, str) for c in caps)):
+                raise ValueError(f'{where}: captions should be a list of 2 strings, got '
+                                 f'{caps!r}')
+            for key in ('candidate', 'target'):
+                if key in required and record[key] not in in_split:
+                    raise ValueError(f'{where}: {key} {record[key]!r} is not in '
+                                     f'{self.split_file(category)}')
+        return records, split
+
+    def load_data_list(self) -> List[dict]:
+        per_category = {c: self._read_category(c) for c in self.categories}
+
+        missing: Dict[str, Dict[str, str]] = {}
+        if self.check_images:
+            for category, (records, split) in per_category.items():
+                missing[category] = {a: self.image_path(a) for a in split
+                                     if not osp.isfile(self.image_path(a))}
+            self._report_missing(missing, per_category)
+
+        data_list, self.gallery = [], []
+        for category, (records, split) in per_category.items():
+            lost = missing.get(category, {})
+            if self.gallery_protocol == 'val-split':
+                used = {r['candidate'] for r in records} | {r.get('target') for r in records}
+                names = [a for a in split if a in used]
+            else:
+                names = list(split)
+            names = [a for a in names if a not in lost]
+            start = len(self.gallery)
+            index = {a: start + i for i, a in enumerate(names)}
+            self.gallery.extend(dict(name=a, img_path=self.image_path(a), group=category)
+                                for a in names)
+            gallery_range = (start, len(self.gallery))
+            dropped = 0
+            for i, record in enumerate(records):
+                target = record.get('target') if self.has_targets else None
+                if record['candidate'] in lost or (target is not None and target in lost):
+                    dropped += 1
+                    continue
+                data_list.append(dict(
+                    category=category,
+                    record_idx=i,
+                    captions=list(record['captions']),
+                    ref_name=record['candidate'],
+                    ref_img_path=self.image_path(record['candidate']),
+                    ref_idx=index[record['candidate']],
+                    tgt_name=target,
+                    tgt_img_path=self.image_path(target) if target else None,
+                    tgt_idx=index[target] if target else -1,
+                    gallery_range=gallery_range))
+            self.missing_summary[category] = dict(
+                queries=len(records) - dropped, dropped_queries=dropped,
+                gallery=len(names), missing_images=len(lost))
+        if any(m['dropped_queries'] or m['missing_images'] for m in self.missing_summary.values()):
+            print_log(f'Fashion-IQ {self.split} after dropping missing images: '
+                      f'{self.missing_summary}', logger='current')
+        return data_list
+
+    def _report_missing(self, missing: Dict[str, Dict[str, str]], per_category) -> None:
+        total = sum(len(m) for m in missing.values())
+        if not total:
+            return
+        report_dir = self.report_dir or default_report_dir()
+        os.makedirs(report_dir, exist_ok=True)
+        report = osp.join(report_dir, f'missing_images_fashioniq_{self.split}.txt')
+        with open(report, 'w') as f:
+            for category, lost in missing.items():
+                for name, path in sorted(lost.items()):
+                    f.write(f'{category}\t{name}\t{path}\n')
+        counts = ', '.join(f'{c}: {len(m)} of {len(per_category[c][1])}'
+                           for c, m in missing.items())
+        if not self.skip_missing:
+            raise MissingImages(
+                f'Fashion-IQ {self.split}: {total} images are missing ({counts}); the full list '
+                f'is in {report}.\nExpected layout:\n{FIQ_LAYOUT}\nPass skip_missing=True to '
+                'drop the affected triplets and gallery images (counted in the log and in the '
+                'results table).')
+        print_log(f'Fashion-IQ {self.split}: skip_missing=True, {total} images are missing '
+                  f'({counts}); the list is in {report}.', logger='current')
