@@ -71,9 +71,10 @@ def test_test_merge_args_sets_checkpoint():
     cfg = Config(dict(test_dataloader=dict(dataset=dict(split='val')),
                       test_evaluator=[dict(type='CIRRMetric')]))
     merged = test_tool.merge_args(cfg, test_tool.parse_args(
-        ['c.py', 'k.pth', '--split', 'test1', '--export-dir', 'sub']))
+        ['c.py', 'k.pth', '--split', 'test1', '--export-dir', 'sub', '--show-dir', 'pics']))
     assert merged.test_dataloader.dataset.split == 'test1'
-    assert merged.test_evaluator == [dict(type='CIRRMetric', export_dir='sub')]
+    assert merged.test_evaluator == [dict(type='CIRRMetric', export_dir='sub', show_dir='pics',
+                                          show_num=8)]
     assert isinstance(args, argparse.Namespace)
 
 
@@ -108,8 +109,11 @@ def test_train_test_resume_end_to_end(tmp_path, tiny_clip_file):
     metrics_file = str(tmp_path / 'metrics.json')
     export_dir = tmp_path / 'submission'
     out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'test.py'), config, ckpt, '--work-dir',
-                    work_dir, '--out', metrics_file, '--export-dir', str(export_dir)],
+                    work_dir, '--out', metrics_file, '--export-dir', str(export_dir),
+                    '--show-dir', str(tmp_path / 'show'), '--show-num', '3'],
                    cwd=str(tmp_path))
+    pictures = sorted(glob.glob(str(tmp_path / 'show' / '*.png')))
+    assert [osp.basename(p) for p in pictures] == [f'query_{i:06d}.png' for i in range(3)]
     assert len(json.load(open(export_dir / 'recall_submission_ssn.json'))) == 13 + 2
     with open(metrics_file) as f:
         metrics = json.load(f)

@@ -20,6 +20,9 @@ def parse_args(argv=None):
                         '(sets test_dataloader.dataset.split, e.g. test1)')
     parser.add_argument('--export-dir', help='write the metrics\' export files here (CIRR: the '
                         'test-server submission; sets export_dir on the test metrics)')
+    parser.add_argument('--show-dir', help='write retrieval pictures of the first queries here')
+    parser.add_argument('--show-num', type=int, default=8,
+                        help='how many queries --show-dir draws (default 8)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, "key=value" (e.g. test_dataloader.batch_size=32)')
@@ -44,10 +47,13 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     cfg.load_from = args.checkpoint
     if args.split is not None:
         cfg.test_dataloader.dataset.split = args.split
-    if args.export_dir is not None:
-        evaluators = cfg.test_evaluator
-        for metric in evaluators if isinstance(evaluators, list) else [evaluators]:
+    evaluators = cfg.get('test_evaluator') or []
+    for metric in evaluators if isinstance(evaluators, list) else [evaluators]:
+        if args.export_dir is not None:
             metric['export_dir'] = args.export_dir
+        if args.show_dir is not None:
+            metric['show_dir'] = args.show_dir
+            metric['show_num'] = args.show_num
     return cfg
 
 

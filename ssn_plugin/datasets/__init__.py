@@ -1,11 +1,13 @@
 from .base import BaseCIRDataset, CIRGalleryDataset, MissingImages
 from .cirr import CIRR
 from .fashioniq import FashionIQ
+from .shapes import ShapesCIRR, apply_instruction, generate_shapes_dataset
 from .transforms import (CLIPResizeCrop, ComposeFIQCaption, LoadCIRImages, PackCIRInputs,
                          TargetPad, fiq_caption)
 
 __all__ = [
-    'BaseCIRDataset', 'CIRGalleryDataset', 'MissingImages', 'CIRR', 'FashionIQ',
+    'BaseCIRDataset', 'CIRGalleryDataset', 'MissingImages', 'CIRR', 'FashionIQ', 'ShapesCIRR',
+    'apply_instruction', 'generate_shapes_dataset',
     'CLIPResizeCrop', 'ComposeFIQCaption', 'LoadCIRImages', 'PackCIRInputs', 'TargetPad',
     'fiq_caption'
 ]

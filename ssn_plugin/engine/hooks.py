@@ -87,9 +87,12 @@ class GalleryFeatureHook(Hook):
         feats = encode_gallery(runner, gallery, batch_size, num_workers)
         print_log(f'Encoded the gallery: {len(gallery)} images in '
                   f'{time.perf_counter() - start:.1f} s', logger='current')
-        names = dataset.gallery_names if feats is not None else None
+        names = paths = None
+        if feats is not None:
+            names = dataset.gallery_names
+            paths = [entry['img_path'] for entry in dataset.gallery]
         for metric in metrics:
-            metric.set_gallery(feats, names)
+            metric.set_gallery(feats, names, paths)
 
     def before_val_epoch(self, runner) -> None:
         self._prepare(runner, runner.val_loop)

@@ -185,3 +185,27 @@ def fashioniq_recalls(query_feats: torch.Tensor,
                           chunk_elems=chunk_elems)
     _require_found(ranked['target_rank'], 'target in the gallery')
     return {f'R@{k}': recall_at_k(ranked['target_rank'], k) for k in topk}
+
+
+def recalls_by_group(ranks: Dict[str, torch.Tensor], groups: Sequence[str],
+                     topk: Dict[str, Sequence[int]]) -> Dict[str, Dict[str, float]]:
+    """Recall@K broken down by a per-query group label.
+
+    Args:
+        ranks (dict): name -> 0-based ranks [N] (e.g. ``{'R': target_rank,
+            'Rsubset': subset_target_rank}``).
+        groups (Sequence[str]): The group of each query.
+        topk (dict): name -> the K values to report for that rank kind.
+
+    Returns:
+        dict: group -> {``f'{name}@{k}'``: recall, ..., ``'queries'``: count}, groups sorted.
+    """
+    labels = list(groups)
+    result = {}
+    for group in sorted(set(labels)):
+        mask = torch.tensor([label == group for label in labels])
+        row = {f'{name}@{k}': recall_at_k(value[mask], k)
+               for name, value in ranks.items() for k in topk[name]}
+        row['queries'] = int(mask.sum())
+        result[group] = row
+    return result

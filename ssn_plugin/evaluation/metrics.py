@@ -18,7 +18,7 @@ from prettytable import PrettyTable
 
 from ssn_plugin.registry import METRICS
 from .functional import (DEFAULT_CHUNK_ELEMS, cirr_recalls_from_ranks, fashioniq_recalls,
-                         rank_gallery)
+                         rank_gallery, recalls_by_group)
 
 # The CIRR evaluation server's limit on an uploaded file.
 CIRR_SERVER_MAX_BYTES = 5 * 1024 * 1024
@@ -27,17 +27,61 @@ CIRR_SERVER_MAX_BYTES = 5 * 1024 * 1024
 class GalleryMetric(BaseMetric):
     """A metric that ranks a gallery set by :meth:`set_gallery` before ``evaluate``."""
 
-    def __init__(self, chunk_elems: int = DEFAULT_CHUNK_ELEMS, collect_device: str = 'cpu',
+    def __init__(self, chunk_elems: int = DEFAULT_CHUNK_ELEMS, show_dir: Optional[str] = None,
+                 show_num: int = 8, show_topk: int = 5, collect_device: str = 'cpu',
                  prefix: Optional[str] = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.chunk_elems = chunk_elems
+        self.show_dir = show_dir
+        self.show_num = show_num
+        self.show_topk = show_topk
         self.gallery_feats: Optional[torch.Tensor] = None
         self.gallery_names: Optional[List[str]] = None
+        self.gallery_paths: Optional[List[str]] = None
 
-    def set_gallery(self, feats: Optional[torch.Tensor], names: Optional[List[str]]) -> None:
-        """Set the gallery features [G, D] and names (None on ranks other than 0)."""
+    def set_gallery(self, feats: Optional[torch.Tensor], names: Optional[List[str]],
+                    paths: Optional[List[str]] = None) -> None:
+        """Set the gallery features [G, D], names and image paths (None off rank 0)."""
         self.gallery_feats = feats
         self.gallery_names = names
+        self.gallery_paths = paths
+
+    def _show_record(self, sample: dict) -> dict:
+        """What a retrieval picture needs, kept only for the first ``show_num`` queries."""
+        if not self.show_dir:
+            return {}
+        return dict(ref_img_path=sample.get('ref_img_path'), text=sample.get('text'),
+                    tgt_name=sample.get('tgt_name'), sample_idx=sample.get('sample_idx'))
+
+    def _show(self, topk_rows: Sequence[tuple]) -> None:
+        """Write a retrieval grid per query (reference, text, top-k, ground truth framed)."""
+        from ssn_plugin.apis.visualize import draw_retrieval_grid
+        if self.gallery_paths is None:
+            raise RuntimeError('showing results needs the gallery image paths')
+        os.makedirs(self.show_dir, exist_ok=True)
+        for record, row, scores in topk_rows:
+            items = [(self.gallery_paths[i], self.gallery_names[i], s)
+                     for i, s in zip(row, scores)]
+            grid = draw_retrieval_grid(record['ref_img_path'], record['text'], items,
+                                       ground_truth=record.get('tgt_name'))
+            grid.save(osp.join(self.show_dir, f'query_{record["sample_idx"]:06d}.png'))
+        print_log(f'Wrote {len(topk_rows)} retrieval pictures to {self.show_dir}',
+                  logger='current')
+
+    def _show_topk(self, results: List[dict], gallery: torch.Tensor, exclude: bool,
+                   offset_key: Optional[str] = None) -> list:
+        """Top ``show_topk`` (indices, scores) of the first ``show_num`` queries."""
+        rows = []
+        for record in results[:self.show_num]:
+            start, stop = record[offset_key] if offset_key else (0, gallery.shape[0])
+            query = record['query_feat'][None]
+            excl = (torch.tensor([record['ref_idx'] - start]) if exclude else None)
+            ranked = rank_gallery(query, gallery[start:stop], exclude_index=excl,
+                                  topk=min(self.show_topk, stop - start - exclude))
+            index = ranked['topk_index'][0]
+            scores = (gallery[start:stop][index] @ record['query_feat']).tolist()
+            rows.append((record, (index + start).tolist(), scores))
+        return rows
 
     def _require_gallery(self) -> torch.Tensor:
         if self.gallery_feats is None:
@@ -105,6 +149,10 @@ class CIRRMetric(GalleryMetric):
         export_dir (str, optional): Where to write the submission files. Defaults to None.
         export_name (str): The ``<name>`` in the file names. Defaults to 'ssn'.
         chunk_elems (int): Similarities held at once while ranking. Defaults to 2**25.
+        show_dir (str, optional): Write retrieval pictures of the first ``show_num`` queries
+            here. Defaults to None.
+        show_num (int): Queries to draw. Defaults to 8.
+        show_topk (int): Results per picture. Defaults to 5.
         collect_device (str): Device for cross-rank collection. Defaults to 'cpu'.
         prefix (str, optional): Key prefix. Defaults to 'cirr'.
     """
@@ -129,7 +177,9 @@ class CIRRMetric(GalleryMetric):
                 pairid=sample['pairid'],
                 ref_idx=sample['ref_idx'],
                 tgt_idx=sample['tgt_idx'],
-                subset_idx=torch.as_tensor(sample['subset_idx'])))
+                subset_idx=torch.as_tensor(sample['subset_idx']),
+                group=sample.get('group'),
+                **self._show_record(sample)))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         gallery = self._require_gallery()
@@ -152,6 +202,8 @@ class CIRRMetric(GalleryMetric):
             self._log_table(f'CIRR recall (%) of {len(results)} queries, gallery of '
                             f'{gallery.shape[0]} images, reference removed:',
                             list(metrics), list(metrics.values()))
+            if all(r['group'] is not None for r in results):
+                metrics.update(self._group_breakdown(results, ranked))
         if self.export_dir:
             names = self.gallery_names
             top = [[names[i] for i in row] for row in ranked['topk_index'].tolist()]
@@ -162,7 +214,26 @@ class CIRRMetric(GalleryMetric):
             print_log(f'CIRR submission files for {len(results)} queries: {paths}',
                       logger='current')
             metrics['exported_queries'] = float(len(results))
+        if self.show_dir:
+            self._show(self._show_topk(results, gallery, exclude=True))
         return metrics
+
+
+    def _group_breakdown(self, results: List[dict], ranked: dict) -> Dict[str, float]:
+        """Recall per query group (the dataset's ``group_key``), logged and returned as
+        ``<group>/R@K`` and ``<group>/Rsubset@K``."""
+        by_group = recalls_by_group(
+            {'R': ranked['target_rank'], 'Rsubset': ranked['subset_target_rank']},
+            [r['group'] for r in results], {'R': self.topk, 'Rsubset': self.subset_topk})
+        table = PrettyTable(['group', 'queries'] + [k for k in next(iter(by_group.values()))
+                                                    if k != 'queries'])
+        flat = {}
+        for group, row in by_group.items():
+            table.add_row([group, row['queries']] + [f'{v:.2f}' for k, v in row.items()
+                                                     if k != 'queries'])
+            flat.update({f'{group}/{k}': v for k, v in row.items() if k != 'queries'})
+        print_log(f'CIRR recall (%) by query group:\n{table.get_string()}', logger='current')
+        return flat
 
 
 @METRICS.register_module()
@@ -179,6 +250,10 @@ class FashionIQMetric(GalleryMetric):
     Args:
         topk (Sequence[int]): K of Recall@K. Defaults to (10, 50).
         chunk_elems (int): Similarities held at once while ranking. Defaults to 2**25.
+        show_dir (str, optional): Write retrieval pictures of the first ``show_num`` queries
+            here. Defaults to None.
+        show_num (int): Queries to draw. Defaults to 8.
+        show_topk (int): Results per picture. Defaults to 5.
         collect_device (str): Device for cross-rank collection. Defaults to 'cpu'.
         prefix (str, optional): Key prefix. Defaults to 'fiq'.
     """
@@ -195,8 +270,10 @@ class FashionIQMetric(GalleryMetric):
             self.results.append(dict(
                 query_feat=sample['query_feat'].detach().float().cpu(),
                 tgt_idx=sample['tgt_idx'],
+                ref_idx=sample['ref_idx'],
                 category=sample['category'],
-                gallery_range=tuple(sample['gallery_range'])))
+                gallery_range=tuple(sample['gallery_range']),
+                **self._show_record(sample)))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         gallery = self._require_gallery()
@@ -221,4 +298,7 @@ class FashionIQMetric(GalleryMetric):
         extra = {f'{c} queries / gallery': f'{n} / {g}' for c, (n, g) in sizes.items()}
         self._log_table(f'Fashion-IQ recall (%), gallery protocol "{protocol}", reference kept '
                         'in the gallery:', list(metrics), list(metrics.values()), extra)
+        if self.show_dir:
+            self._show(self._show_topk(results, gallery, exclude=False,
+                                                offset_key='gallery_range'))
         return metrics

@@ -1,0 +1,208 @@
+"""Query your own gallery with a trained SSN: index a folder, ask "this image, but ..."."""
+import hashlib
+import os
+import os.path as osp
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.config import Config
+from mmengine.dataset import Compose
+from mmengine.runner import load_checkpoint
+from mmengine.utils import ProgressBar
+from PIL import Image
+
+from ssn_plugin.datasets.base import BaseCIRDataset, build_pipeline
+from ssn_plugin.datasets.transforms import LoadCIRImages
+from ssn_plugin.engine import checkpoint_compat
+from ssn_plugin.evaluation.functional import rank_gallery
+from ssn_plugin.registry import MODELS
+from ssn_plugin.version import __version__
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.gif', '.tif', '.tiff')
+INDEX_FORMAT = 1
+
+
+def list_images(folder: str) -> List[str]:
+    """Image files under ``folder`` (recursively), sorted."""
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f'gallery folder not found: {folder}')
+    found = []
+    for root, _, files in os.walk(folder):
+        found += [osp.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+class CIRRetriever:
+    """Index a gallery with SSN's gallery encoder and answer composed queries.
+
+    The features are exactly those of the evaluation path: gallery images go through the
+    config's ``gallery_pipeline`` and :meth:`SSN.gallery_features`; a query's reference image
+    through the same image pipeline and :meth:`SSN.query_features` (the q+ branch).
+
+    Args:
+        config (str | Config): A model config (e.g. ``configs/cirr/ssn.py``).
+        checkpoint (str, optional): A checkpoint from ``tools/train.py``; None keeps the
+            model's initialisation (for tests). Defaults to None.
+        device (str, optional): 'cuda', 'cpu', ...; None picks CUDA when available.
+        batch_size (int): Images per forward pass when indexing. Defaults to 32.
+    """
+
+    def __init__(self, config: Union[str, Config], checkpoint: Optional[str] = None,
+                 device: Optional[str] = None, batch_size: int = 32):
+        cfg = Config.fromfile(config) if isinstance(config, str) else config
+        self.cfg = cfg
+        self.device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+        self.batch_size = batch_size
+        self.model = MODELS.build(cfg.model)
+        if checkpoint is not None:
+            checkpoint_compat.install()
+            load_checkpoint(self.model, checkpoint, map_location='cpu', strict=True,
+                            revise_keys=[(r'^module\.', '')])
+        self.model.to(self.device).eval()
+        self.pipeline = Compose(build_pipeline(self._gallery_pipeline(cfg)))
+        self.names: List[str] = []
+        self.paths: List[str] = []
+        self.feats: Optional[torch.Tensor] = None
+        self._digest: Optional[str] = None
+
+    @staticmethod
+    def _gallery_pipeline(cfg: Config) -> list:
+        for loader in ('test_dataloader', 'val_dataloader'):
+            pipeline = cfg.get(loader, {}).get('dataset', {}).get('gallery_pipeline')
+            if pipeline:
+                return pipeline
+        raise KeyError('the config has no test_dataloader.dataset.gallery_pipeline (or val_); '
+                       'the retriever needs it to preprocess images as the evaluation does')
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def model_digest(self) -> str:
+        """SHA-256 over the model's state dict: ties an index to the weights that built it."""
+        if self._digest is None:
+            sha = hashlib.sha256()
+            for name, tensor in self.model.state_dict().items():
+                sha.update(name.encode())
+                sha.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy()
+                           .tobytes())
+            self._digest = sha.hexdigest()
+        return self._digest
+
+    # ------------------------------------------------------------------ encoding
+    def _batch_images(self, paths: Sequence[Union[str, Image.Image]]) -> torch.Tensor:
+        samples = []
+        for path in paths:
+            if isinstance(path, Image.Image):
+                results = dict(img_path=None, img=path.convert('RGB'))
+                # An in-memory image skips the loading step.
+                for transform in self.pipeline.transforms:
+                    if not isinstance(transform, LoadCIRImages):
+                        results = transform(results)
+                samples.append(results)
+            else:
+                samples.append(self.pipeline(dict(img_path=path)))
+        data = dict(inputs=dict(img=[s['inputs']['img'] for s in samples]),
+                    data_samples=[s['data_samples'] for s in samples])
+        return self.model.data_preprocessor(data, False)['inputs']['img']
+
+    @torch.no_grad()
+    def encode_gallery(self, paths: Sequence[str], progress: bool = True) -> torch.Tensor:
+        """L2-normalised gallery features [G, D] of image files, in batches."""
+        bar = ProgressBar(len(paths)) if progress else None
+        feats = []
+        for start in range(0, len(paths), self.batch_size):
+            chunk = paths[start:start + self.batch_size]
+            feats.append(self.model.gallery_features(self._batch_images(chunk)).float().cpu())
+            if bar is not None:
+                for _ in chunk:
+                    bar.update()
+        return torch.cat(feats)
+
+    @torch.no_grad()
+    def encode_queries(self, images: Sequence[Union[str, Image.Image]],
+                       texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised composed queries [N, D] (the q+ branch used for retrieval)."""
+        if len(images) != len(texts):
+            raise ValueError(f'{len(images)} reference images but {len(texts)} texts')
+        return self.model.query_features(self._batch_images(images), list(texts)).float().cpu()
+
+    # ------------------------------------------------------------------ index
+    def index(self, images: Union[str, Sequence[str], BaseCIRDataset],
+              progress: bool = True) -> 'CIRRetriever':
+        """Encode a gallery: a folder, a list of image paths, or a CIR dataset's gallery."""
+        if isinstance(images, BaseCIRDataset):
+            names = images.gallery_names
+            paths = [entry['img_path'] for entry in images.gallery]
+        elif isinstance(images, str):
+            paths = list_images(images)
+            names = [osp.relpath(p, images) for p in paths]
+        else:
+            paths = [str(p) for p in images]
+            names = list(paths)
+        if not paths:
+            raise ValueError(f'empty gallery: no images found in {images!r}')
+        self.feats = self.encode_gallery(paths, progress=progress)
+        self.names, self.paths = names, [osp.abspath(p) for p in paths]
+        return self
+
+    def save_index(self, path: str) -> None:
+        """Save features, names, paths and the model digest in one file."""
+        self._require_index()
+        torch.save(dict(format=INDEX_FORMAT, version=__version__, feats=self.feats,
+                        names=self.names, paths=self.paths, model_digest=self.model_digest),
+                   path)
+
+    def load_index(self, path: str) -> 'CIRRetriever':
+        """Load an index saved by :meth:`save_index`; refuse one built by other weights."""
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'index file not found: {path}')
+        content = torch.load(path, map_location='cpu', weights_only=True)
+        if not isinstance(content, dict) or content.get('format') != INDEX_FORMAT:
+            raise ValueError(f'{path} is not an ssn_plugin index (format {INDEX_FORMAT})')
+        if content['model_digest'] != self.model_digest:
+            raise ValueError(
+                f'{path} was built by a different model (weights digest '
+                f'{content["model_digest"][:12]}..., this model {self.model_digest[:12]}...); '
+                'rebuild the index with this checkpoint')
+        self.feats, self.names, self.paths = content['feats'], content['names'], content[
+            'paths']
+        return self
+
+    def _require_index(self) -> torch.Tensor:
+        if self.feats is None:
+            raise RuntimeError('no gallery indexed: call index() or load_index() first')
+        return self.feats
+
+    # ------------------------------------------------------------------ queries
+    def query_batch(self, images: Sequence[Union[str, Image.Image]], texts: Sequence[str],
+                    topk: int = 10, exclude_reference: bool = True
+                    ) -> List[List[Tuple[str, float]]]:
+        """Top-k ``(name, cosine score)`` per query, best first.
+
+        With ``exclude_reference`` a reference image that is itself in the gallery (same
+        file) is left out of its own results, as the CIRR protocol does.
+        """
+        gallery = self._require_index()
+        queries = self.encode_queries(images, texts)
+        position = {p: i for i, p in enumerate(self.paths)}
+        exclude = torch.tensor([
+            position.get(osp.abspath(img), -1) if exclude_reference and isinstance(img, str)
+            else -1 for img in images])
+        if not (exclude >= 0).any():
+            exclude = None
+        available = len(self.names) - (exclude is not None)
+        ranked = rank_gallery(queries, gallery, exclude_index=exclude,
+                              topk=min(topk, available))
+        results = []
+        for query, row in zip(queries, ranked['topk_index']):
+            scores = gallery[row] @ query
+            results.append([(self.names[i], float(s)) for i, s in zip(row.tolist(), scores)])
+        return results
+
+    def query(self, image: Union[str, Image.Image], text: str, topk: int = 10,
+              exclude_reference: bool = True) -> List[Tuple[str, float]]:
+        """Top-k ``(name, cosine score)`` for one reference image and text."""
+        return self.query_batch([image], [text], topk, exclude_reference)[0]
+
+    def path_of(self, name: str) -> str:
+        """The image file of a gallery name."""
+        return self.paths[self.names.index(name)]

@@ -1,0 +1,170 @@
+"""The query-your-own-gallery API, its CLI and the retrieval pictures."""
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from PIL import Image
+
+from conftest import GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TINY_CLIP, tiny_ssn_cfg, \
+    write_image
+from ssn_plugin.apis import CIRRetriever, draw_retrieval_grid
+from ssn_plugin.apis.visualize import BORDER, LABEL_HEIGHT, QUERY_COLOUR, TRUTH_COLOUR
+from ssn_plugin.datasets import CIRR
+from ssn_plugin.evaluation import CIRRMetric
+from ssn_plugin.registry import MODELS
+
+
+def tiny_cfg(data_root='unused'):
+    return Config(dict(
+        model=tiny_ssn_cfg(TINY_CLIP),
+        test_dataloader=dict(dataset=dict(type='CIRR', data_root=data_root, split='val',
+                                          pipeline=QUERY_PIPELINE,
+                                          gallery_pipeline=GALLERY_PIPELINE))))
+
+
+@pytest.fixture
+def gallery_dir(tmp_path):
+    folder = tmp_path / 'gallery'
+    for i in range(7):
+        write_image(str(folder / ('sub' if i % 2 else '') / f'img{i}.png'), seed=i)
+    (folder / 'notes.txt').write_text('not an image')
+    return str(folder)
+
+
+def save_checkpoint(path, seed=0):
+    torch.manual_seed(seed)
+    model = MODELS.build(tiny_ssn_cfg(TINY_CLIP))
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(epoch=1)), path)
+    return path
+
+
+def test_index_save_load_query_round_trip(tmp_path, gallery_dir):
+    ckpt = save_checkpoint(str(tmp_path / 'a.pth'))
+    retriever = CIRRetriever(tiny_cfg(), ckpt, device='cpu', batch_size=3)
+    retriever.index(gallery_dir, progress=False)
+    assert len(retriever.names) == 7 and 'sub/img1.png' in retriever.names
+    reference = osp.join(gallery_dir, 'img0.png')
+    before = retriever.query(reference, 'make it red', topk=4)
+    assert len(before) == 4
+    assert 'img0.png' not in [name for name, _ in before]  # the reference itself is excluded
+    scores = [s for _, s in before]
+    assert scores == sorted(scores, reverse=True)
+    index_file = str(tmp_path / 'index.pth')
+    retriever.save_index(index_file)
+
+    fresh = CIRRetriever(tiny_cfg(), ckpt, device='cpu').load_index(index_file)
+    after = fresh.query(reference, 'make it red', topk=4)
+    assert [n for n, _ in after] == [n for n, _ in before]
+    assert np.allclose([s for _, s in after], scores, atol=1e-6)
+    # Batch form and an in-memory image give the same answers.
+    batch = fresh.query_batch([reference, reference], ['make it red', 'make it blue'], topk=4)
+    assert [n for n, _ in batch[0]] == [n for n, _ in before]
+    with Image.open(reference) as img:
+        in_memory = fresh.query(img.copy(), 'make it red', topk=5)
+    assert [n for n, _ in in_memory][:4] != [] and len(in_memory) == 5
+
+
+def test_mismatched_model_is_refused(tmp_path, gallery_dir):
+    retriever = CIRRetriever(tiny_cfg(), save_checkpoint(str(tmp_path / 'a.pth'), seed=0),
+                             device='cpu')
+    retriever.index(gallery_dir, progress=False)
+    retriever.save_index(str(tmp_path / 'index.pth'))
+    other = CIRRetriever(tiny_cfg(), save_checkpoint(str(tmp_path / 'b.pth'), seed=1),
+                         device='cpu')
+    with pytest.raises(ValueError, match='built by a different model'):
+        other.load_index(str(tmp_path / 'index.pth'))
+
+
+def test_bad_inputs(tmp_path, gallery_dir):
+    retriever = CIRRetriever(tiny_cfg(), device='cpu')
+    with pytest.raises(FileNotFoundError, match='index file not found'):
+        retriever.load_index(str(tmp_path / 'missing.pth'))
+    with pytest.raises(RuntimeError, match='no gallery indexed'):
+        retriever.query(osp.join(gallery_dir, 'img0.png'), 'x')
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(ValueError, match='empty gallery'):
+        retriever.index(str(empty), progress=False)
+    with pytest.raises(FileNotFoundError, match='gallery folder not found'):
+        retriever.index(str(tmp_path / 'nope'), progress=False)
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    (broken / 'bad.png').write_bytes(b'not a png')
+    with pytest.raises(OSError, match='cannot read image .*bad.png'):
+        retriever.index(str(broken), progress=False)
+    (tmp_path / 'junk.pth').write_bytes(b'junk')
+    with pytest.raises(Exception):
+        retriever.load_index(str(tmp_path / 'junk.pth'))
+
+
+def test_api_ranks_a_dataset_query_like_the_metric(tmp_path, tiny_cirr):
+    root = tiny_cirr['root']
+    retriever = CIRRetriever(tiny_cfg(root), device='cpu')
+    dataset = CIRR(root, 'val', pipeline=QUERY_PIPELINE)
+    retriever.index(dataset, progress=False)
+    # The metric path: dataset pipeline + model predict for queries, index feats as gallery.
+    metric = CIRRMetric(export_dir=str(tmp_path / 'export'))
+    metric.set_gallery(retriever.feats, retriever.names)
+    model = retriever.model
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        data = model.data_preprocessor(dict(inputs=dict(ref_img=[sample['inputs']['ref_img']]),
+                                            data_samples=[sample['data_samples']]), False)
+        with torch.no_grad():
+            out = model(**data, mode='predict')[0]
+        metric.process(None, [dict(out.to_dict(), **out.metainfo)])
+    metric.evaluate(len(dataset))
+    import json
+    exported = json.load(open(tmp_path / 'export' / 'recall_submission_ssn.json'))
+    for i in (0, 5, 11):
+        item = dataset.get_data_info(i)
+        got = retriever.query(item['ref_img_path'], item['text'], topk=10)
+        assert [n for n, _ in got] == exported[str(item['pairid'])][:10]
+
+
+def test_grid_layout(tmp_path):
+    ref = Image.new('RGB', (40, 20), (255, 0, 0))
+    results = [(Image.new('RGB', (30, 30), (0, 0, 255)), f'n{i}', 0.9 - i / 10)
+               for i in range(4)]
+    grid = draw_retrieval_grid(ref, 'make it blue', results, ground_truth='n2', tile=32)
+    cell = 32 + 2 * BORDER
+    assert grid.width == 5 * cell
+    text_height = grid.height - cell - LABEL_HEIGHT
+    assert text_height > 0
+    pixels = np.asarray(grid)
+    frame = lambda col: tuple(pixels[text_height + 1, col * cell + 1])  # noqa: E731
+    assert frame(0) == QUERY_COLOUR
+    assert frame(3) == TRUTH_COLOUR  # n2 is the third result, fourth tile
+    assert frame(1) != TRUTH_COLOUR and frame(2) != TRUTH_COLOUR
+    # The reference tile shows the red image, the result tiles blue ones.
+    centre = text_height + cell // 2
+    assert tuple(pixels[centre, cell // 2]) == (255, 0, 0)
+    assert tuple(pixels[centre, cell + cell // 2]) == (0, 0, 255)
+
+
+def test_cli_end_to_end(tmp_path, gallery_dir):
+    config = tmp_path / 'cfg.py'
+    tiny_cfg().dump(str(config))
+    ckpt = save_checkpoint(str(tmp_path / 'a.pth'))
+    tool = osp.join(PROJECT_ROOT, 'tools', 'retrieve.py')
+    reference = osp.join(gallery_dir, 'img0.png')
+    index_file, picture = str(tmp_path / 'idx.pth'), str(tmp_path / 'grid.png')
+    first = subprocess.run(
+        [sys.executable, tool, str(config), ckpt, '--gallery', gallery_dir, '--image',
+         reference, '--text', 'add a hat', '--topk', '3', '--save-index', index_file, '--out',
+         picture, '--device', 'cpu'], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert 'against 7 images' in first.stdout and first.stdout.count('.png |') == 3
+    with Image.open(picture) as grid:
+        assert grid.width == 4 * (128 + 2 * BORDER)
+    second = subprocess.run(
+        [sys.executable, tool, str(config), ckpt, '--index', index_file, '--image', reference,
+         '--text', 'add a hat', '--topk', '3', '--device', 'cpu'], capture_output=True,
+        text=True)
+    assert second.returncode == 0, second.stderr[-3000:]
+    table = lambda out: [line for line in out.splitlines() if '.png |' in line]  # noqa: E731
+    assert table(second.stdout) == table(first.stdout)
