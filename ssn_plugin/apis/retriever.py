@@ -82,7 +82,7 @@ class CIRRetriever:
             sha = hashlib.sha256()
             for name, tensor in self.model.state_dict().items():
                 sha.update(name.encode())
-                sha.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy()
+                sha.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
                            .tobytes())
             self._digest = sha.hexdigest()
         return self._digest

@@ -7,6 +7,7 @@ duplicates) and ``compute_metrics`` calls the pure functions. The gallery featur
 and hands it to every metric that has ``set_gallery``.
 """
 import json
+import logging
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
@@ -193,7 +194,8 @@ class CIRRMetric(GalleryMetric):
             target_index=target if has_targets else None,
             exclude_index=torch.as_tensor([r['ref_idx'] for r in results]),
             subset_index=self._stack(results, 'subset_idx'),
-            topk=self.EXPORT_TOPK if self.export_dir else 0, chunk_elems=self.chunk_elems)
+            topk=min(self.EXPORT_TOPK, gallery.shape[0] - 1) if self.export_dir else 0,
+            chunk_elems=self.chunk_elems)
         metrics = {}
         if has_targets:
             metrics = cirr_recalls_from_ranks(ranked['target_rank'],
@@ -205,6 +207,10 @@ class CIRRMetric(GalleryMetric):
             if all(r['group'] is not None for r in results):
                 metrics.update(self._group_breakdown(results, ranked))
         if self.export_dir:
+            if gallery.shape[0] - 1 < self.EXPORT_TOPK:
+                print_log(f'The gallery has {gallery.shape[0]} images: the exported lists hold '
+                          f'{gallery.shape[0] - 1} names, not the {self.EXPORT_TOPK} the CIRR '
+                          'server expects.', logger='current', level=logging.WARNING)
             names = self.gallery_names
             top = [[names[i] for i in row] for row in ranked['topk_index'].tolist()]
             subset = [[names[i] for i in row if i >= 0][:self.EXPORT_SUBSET_TOPK]

@@ -119,7 +119,7 @@ def test_fashioniq_metric_per_category_and_averages():
         category, (start, stop) = ('dress', (0, 30)) if i < 25 else ('toptee', (30, 50))
         target = start + (i * 7) % (stop - start)
         query = F.normalize(gallery[target] + 0.9 * torch.randn(8), dim=-1)
-        samples.append(dict(query_feat=query, tgt_idx=target, category=category,
+        samples.append(dict(query_feat=query, tgt_idx=target, ref_idx=start, category=category,
                             gallery_range=(start, stop)))
         per_cat[category].append((query, target - start))
     metric = FashionIQMetric(topk=(1, 5))
