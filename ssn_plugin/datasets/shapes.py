@@ -34,7 +34,7 @@ COLOURS = {
     'purple': (150, 60, 180),
 }
 SHAPES = ('circle', 'square', 'triangle')
-SIZES = {'small': 0.11, 'large': 0.19}  # radius as a fraction of the canvas side
+SIZES = {'small': 0.09, 'large': 0.15}  # radius as a fraction of the canvas side
 SLOTS = ('top left', 'top center', 'top right', 'bottom left', 'bottom center', 'bottom right')
 INSTRUCTION_TYPES = ('colour', 'shape', 'size', 'position', 'add', 'remove')
 

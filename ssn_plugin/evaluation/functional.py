@@ -56,6 +56,12 @@ def rank_gallery(query_feats: torch.Tensor,
                          f'{tuple(gallery_feats.shape)} differ in width')
     device = query_feats.device
     gallery = gallery_feats.to(device=device, dtype=torch.float32)
+    # A NaN similarity compares False with everything, which would rank every target first.
+    for name, feats in (('query', query_feats), ('gallery', gallery)):
+        bad = ~torch.isfinite(feats).all(dim=-1)
+        if bad.any():
+            raise ValueError(f'{int(bad.sum())} {name} features are not finite (first rows: '
+                             f'{bad.nonzero().flatten()[:10].tolist()}); did training diverge?')
 
     def as_index(index, name, shape):
         if index is None:

@@ -14,13 +14,16 @@ def symmetric_info_nce(logits: torch.Tensor) -> torch.Tensor:
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
 
-def kl_mean(target_prob: torch.Tensor, input_log_prob: torch.Tensor) -> torch.Tensor:
+def kl_mean(target_log_prob: torch.Tensor, input_log_prob: torch.Tensor) -> torch.Tensor:
     """``nn.KLDivLoss()`` with its default ``reduction='mean'``: sum P(log P - log Q) / B^2.
 
     The release uses this reduction (not ``batchmean``); we keep it so that ``kl_weight`` means
-    what it means there.
+    what it means there. P is given as log-probabilities: with logit scale 100 a confident
+    softmax underflows to exact zeros, where the gradient of P log P in probability space is
+    -inf (training turns to NaN); in log space it stays finite.
     """
-    return F.kl_div(input_log_prob, target_prob, reduction='sum') / target_prob.numel()
+    return F.kl_div(input_log_prob, target_log_prob, reduction='sum',
+                    log_target=True) / target_log_prob.numel()
 
 
 def ssn_kl_term(logits_pos: torch.Tensor, logits_neg: torch.Tensor,
@@ -32,10 +35,10 @@ def ssn_kl_term(logits_pos: torch.Tensor, logits_neg: torch.Tensor,
     branch's retrieval distribution. Gradients flow through both arguments, as in the release.
     """
     eye = torch.eye(logits_pos.shape[0], device=logits_pos.device, dtype=logits_pos.dtype)
-    p_identity = F.softmax(logit_scale * eye, dim=1)
+    log_p_identity = F.log_softmax(logit_scale * eye, dim=1)
     log_p_pos = F.log_softmax(logits_pos, dim=1)
     log_p_neg = F.log_softmax(logits_neg, dim=1)
-    return kl_mean(p_identity, log_p_pos) - kl_mean(log_p_pos.exp(), log_p_neg)
+    return kl_mean(log_p_identity, log_p_pos) - kl_mean(log_p_pos, log_p_neg)
 
 
 @MODELS.register_module()

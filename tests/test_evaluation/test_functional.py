@@ -118,3 +118,28 @@ def test_bad_indices_are_refused():
                      torch.tensor([[0, 2, 2, 2, 2, 2]]))
     with pytest.raises(ValueError, match='empty'):
         recall_at_k(torch.empty(0, dtype=torch.long), 1)
+
+
+def test_non_finite_features_are_refused():
+    """NaN scores compare False with everything: unguarded, every target would rank first."""
+    gallery = torch.eye(3)
+    query = torch.full((2, 3), float('nan'))
+    with pytest.raises(ValueError, match='2 query features are not finite'):
+        rank_gallery(query, gallery, torch.tensor([0, 1]))
+    gallery[1, 0] = float('inf')
+    with pytest.raises(ValueError, match=r'1 gallery features are not finite \(first rows: \[1\]'):
+        rank_gallery(torch.eye(3)[:1], gallery, torch.tensor([0]))
+
+
+def test_recalls_by_group_hand_made():
+    from ssn_plugin.evaluation import recalls_by_group
+    ranks = torch.tensor([0, 3, 0, 1, 7])
+    subset = torch.tensor([0, 1, 2, 0, 0])
+    groups = ['add', 'remove', 'add', 'remove', 'colour']
+    out = recalls_by_group({'R': ranks, 'Rsubset': subset}, groups,
+                           {'R': (1, 5), 'Rsubset': (1, )})
+    assert out == {
+        'add': {'R@1': 100.0, 'R@5': 100.0, 'Rsubset@1': 50.0, 'queries': 2},
+        'colour': {'R@1': 0.0, 'R@5': 0.0, 'Rsubset@1': 100.0, 'queries': 1},
+        'remove': {'R@1': 0.0, 'R@5': 100.0, 'Rsubset@1': 50.0, 'queries': 2},
+    }
