@@ -207,7 +207,9 @@ default_hooks = dict(logger=dict(interval=1))
     metrics_file = str(tmp_path / 'metrics.json')
     out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'test.py'), str(config),
                     osp.join(work_dir, 'epoch_2.pth'), '--work-dir', work_dir, '--out',
-                    metrics_file], cwd=str(tmp_path))
+                    metrics_file, '--show-dir', str(tmp_path / 'show'), '--show-num', '2'],
+                   cwd=str(tmp_path))
+    assert len(glob.glob(str(tmp_path / 'show' / 'query_*.png'))) == 2
     assert 'gallery protocol "original"' in out
     assert 'dress queries / gallery' in out and '9 / 14' in out
     metrics = json.load(open(metrics_file))
@@ -217,3 +219,25 @@ default_hooks = dict(logger=dict(interval=1))
     assert metrics['fiq/dress_R@50'] == 100.0  # 14-image galleries
     assert metrics['fiq/overall'] == pytest.approx(
         (metrics['fiq/avg_R@10'] + metrics['fiq/avg_R@50']) / 2)
+
+
+def test_fashioniq_recipe_config(tiny_clip_file):
+    from mmengine.optim import build_optim_wrapper
+    from ssn_plugin.registry import MODELS
+    cfg = Config.fromfile(osp.join(PROJECT_ROOT, 'configs', 'fashioniq', 'ssn.py'))
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+    assert cfg.default_hooks.checkpoint.save_best == 'fiq/overall'
+    assert dict(type='FreezeVisionTowerHook', epoch=1) in cfg.custom_hooks
+    assert cfg.val_dataloader.dataset.gallery_protocol == 'original'
+    model = MODELS.build(dict(cfg.model, backbone=dict(cfg.model.backbone, arch=tiny_clip_file,
+                                                       pretrained=None)))
+    wrapper = build_optim_wrapper(model, dict(cfg.optim_wrapper, type='OptimWrapper'))
+    clip_ids = {id(p) for p in model.clip.parameters()}
+    for group in wrapper.optimizer.param_groups:
+        in_clip = {id(p) in clip_ids for p in group['params']}
+        assert len(in_clip) == 1
+        if in_clip == {True}:
+            assert group['eps'] == 1e-4 and group['lr'] == pytest.approx(0.2 * 4e-5)
+        else:
+            assert group['eps'] == 1e-8
+        assert group['weight_decay'] == 0.01

@@ -1,20 +1,19 @@
 """Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [options]``."""
 import argparse
-import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.runner import Runner
 
 from ssn_plugin.engine import checkpoint_compat
 from ssn_plugin.engine.dist import init_cpu_process_group
+from ssn_plugin.engine.runner_args import (add_runner_args, apply_runner_args,
+                                           parse_runner_args)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Evaluate an ssn_plugin checkpoint')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='the dir to save logs and results')
     parser.add_argument('--out', help='dump the metrics to this file (.json/.yaml/.pkl)')
     parser.add_argument('--split', help='evaluate this split of the test dataset '
                         '(sets test_dataloader.dataset.split, e.g. test1)')
@@ -23,27 +22,13 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='write retrieval pictures of the first queries here')
     parser.add_argument('--show-num', type=int, default=8,
                         help='how many queries --show-dir draws (default 8)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, "key=value" (e.g. test_dataloader.batch_size=32)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_args(parser)
+    return parse_runner_args(parser, argv)
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config; nothing else is changed."""
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    apply_runner_args(cfg, args)
     cfg.load_from = args.checkpoint
     if args.split is not None:
         cfg.test_dataloader.dataset.split = args.split

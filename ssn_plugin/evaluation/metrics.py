@@ -47,6 +47,18 @@ class GalleryMetric(BaseMetric):
         self.gallery_names = names
         self.gallery_paths = paths
 
+    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        """Keep one small record per query: its feature, indices and :meth:`_record`."""
+        for sample in data_samples:
+            self.results.append(dict(
+                query_feat=sample['query_feat'].detach().float().cpu(),
+                ref_idx=sample['ref_idx'], tgt_idx=sample['tgt_idx'],
+                **self._record(sample), **self._show_record(sample)))
+
+    def _record(self, sample: dict) -> dict:
+        """Dataset-specific fields of a query record."""
+        return {}
+
     def _show_record(self, sample: dict) -> dict:
         """What a retrieval picture needs, kept only for the first ``show_num`` queries."""
         if not self.show_dir:
@@ -171,16 +183,9 @@ class CIRRMetric(GalleryMetric):
         self.export_dir = export_dir
         self.export_name = export_name
 
-    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
-        for sample in data_samples:
-            self.results.append(dict(
-                query_feat=sample['query_feat'].detach().float().cpu(),
-                pairid=sample['pairid'],
-                ref_idx=sample['ref_idx'],
-                tgt_idx=sample['tgt_idx'],
-                subset_idx=torch.as_tensor(sample['subset_idx']),
-                group=sample.get('group'),
-                **self._show_record(sample)))
+    def _record(self, sample: dict) -> dict:
+        return dict(pairid=sample['pairid'], subset_idx=torch.as_tensor(sample['subset_idx']),
+                    group=sample.get('group'))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         gallery = self._require_gallery()
@@ -271,15 +276,8 @@ class FashionIQMetric(GalleryMetric):
         super().__init__(**kwargs)
         self.topk = tuple(topk)
 
-    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
-        for sample in data_samples:
-            self.results.append(dict(
-                query_feat=sample['query_feat'].detach().float().cpu(),
-                tgt_idx=sample['tgt_idx'],
-                ref_idx=sample['ref_idx'],
-                category=sample['category'],
-                gallery_range=tuple(sample['gallery_range']),
-                **self._show_record(sample)))
+    def _record(self, sample: dict) -> dict:
+        return dict(category=sample['category'], gallery_range=tuple(sample['gallery_range']))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         gallery = self._require_gallery()
