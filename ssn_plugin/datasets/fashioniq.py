@@ -19,11 +19,8 @@ GALLERY_PROTOCOLS = ('original', 'val-split')
 
 def default_report_dir() -> str:
     """The current run's log directory (inside the work dir), else the working directory."""
-    if MMLogger.check_instance_created(MMLogger.get_current_instance().instance_name):
-        log_file = getattr(MMLogger.get_current_instance(), 'log_file', None)
-        if log_file:
-            return osp.dirname(log_file)
-    return os.getcwd()
+    log_file = getattr(MMLogger.get_current_instance(), 'log_file', None)
+    return osp.dirname(log_file) if log_file else os.getcwd()
 
 
 @DATASETS.register_module()

@@ -163,3 +163,19 @@ def test_random_forms_are_uniform_with_a_seeded_rng():
     assert again == [transform(dict(captions=['a', 'b']))['text'] for _ in range(20)]
     fixed = TRANSFORMS.build(dict(type='ComposeFIQCaption'))
     assert fixed(dict(captions=['a', 'b']))['text'] == 'A and b'
+
+
+def test_missing_list_goes_to_the_run_log_dir(tmp_path):
+    from mmengine.logging import MMLogger
+
+    from conftest import make_tiny_fiq
+    root = str(tmp_path / 'fiq')
+    make_tiny_fiq(root)
+    os.remove(osp.join(root, 'images', 'DV00000003.png'))
+    log_dir = tmp_path / 'work' / '20261126_000000'
+    log_dir.mkdir(parents=True)
+    MMLogger.get_instance(f'fiq_missing_{id(tmp_path)}',
+                          log_file=str(log_dir / '20261126_000000.log'))
+    with pytest.raises(MissingImages, match='dress: 1 of 14'):
+        FashionIQ(root, 'val')
+    assert 'DV00000003' in (log_dir / 'missing_images_fashioniq_val.txt').read_text()
