@@ -60,7 +60,7 @@ class GalleryMetric(BaseMetric):
         return {}
 
     def _show_record(self, sample: dict) -> dict:
-        """What a retrieval picture needs, kept only for the first ``show_num`` queries."""
+        """What a retrieval picture needs (recorded only when ``show_dir`` is set)."""
         if not self.show_dir:
             return {}
         return dict(ref_img_path=sample.get('ref_img_path'), text=sample.get('text'),
@@ -68,6 +68,7 @@ class GalleryMetric(BaseMetric):
 
     def _show(self, topk_rows: Sequence[tuple]) -> None:
         """Write a retrieval grid per query (reference, text, top-k, ground truth framed)."""
+        # Imported here: ssn_plugin.apis imports the evaluation package itself.
         from ssn_plugin.apis.visualize import draw_retrieval_grid
         if self.gallery_paths is None:
             raise RuntimeError('showing results needs the gallery image paths')
@@ -88,9 +89,10 @@ class GalleryMetric(BaseMetric):
         for record in results[:self.show_num]:
             start, stop = record[offset_key] if offset_key else (0, gallery.shape[0])
             query = record['query_feat'][None]
-            excl = (torch.tensor([record['ref_idx'] - start]) if exclude else None)
+            excl = torch.tensor([record['ref_idx'] - start]) if exclude else None
+            rankable = stop - start - (1 if exclude else 0)
             ranked = rank_gallery(query, gallery[start:stop], exclude_index=excl,
-                                  topk=min(self.show_topk, stop - start - exclude))
+                                  topk=min(self.show_topk, rankable))
             index = ranked['topk_index'][0]
             scores = (gallery[start:stop][index] @ record['query_feat']).tolist()
             rows.append((record, (index + start).tolist(), scores))
