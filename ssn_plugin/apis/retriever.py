@@ -63,6 +63,7 @@ class CIRRetriever:
         self.names: List[str] = []
         self.paths: List[str] = []
         self.feats: Optional[torch.Tensor] = None
+        self._position: dict = {}  # absolute image path -> gallery index
         self._digest: Optional[str] = None
 
     @staticmethod
@@ -140,8 +141,8 @@ class CIRRetriever:
             names = list(paths)
         if not paths:
             raise ValueError(f'empty gallery: no images found in {images!r}')
-        self.feats = self.encode_gallery(paths, progress=progress)
-        self.names, self.paths = names, [osp.abspath(p) for p in paths]
+        self._set_index(self.encode_gallery(paths, progress=progress), names,
+                        [osp.abspath(p) for p in paths])
         return self
 
     def save_index(self, path: str) -> None:
@@ -163,9 +164,12 @@ class CIRRetriever:
                 f'{path} was built by a different model (weights digest '
                 f'{content["model_digest"][:12]}..., this model {self.model_digest[:12]}...); '
                 'rebuild the index with this checkpoint')
-        self.feats, self.names, self.paths = content['feats'], content['names'], content[
-            'paths']
+        self._set_index(content['feats'], content['names'], content['paths'])
         return self
+
+    def _set_index(self, feats: torch.Tensor, names: List[str], paths: List[str]) -> None:
+        self.feats, self.names, self.paths = feats, names, paths
+        self._position = {p: i for i, p in enumerate(paths)}
 
     def _require_index(self) -> torch.Tensor:
         if self.feats is None:
@@ -183,19 +187,17 @@ class CIRRetriever:
         """
         gallery = self._require_index()
         queries = self.encode_queries(images, texts)
-        position = {p: i for i, p in enumerate(self.paths)}
         exclude = torch.tensor([
-            position.get(osp.abspath(img), -1) if exclude_reference and isinstance(img, str)
-            else -1 for img in images])
+            self._position.get(osp.abspath(img), -1)
+            if exclude_reference and isinstance(img, str) else -1 for img in images])
         if not (exclude >= 0).any():
             exclude = None
         available = len(self.names) - (exclude is not None)
         ranked = rank_gallery(queries, gallery, exclude_index=exclude,
                               topk=min(topk, available))
         results = []
-        for query, row in zip(queries, ranked['topk_index']):
-            scores = gallery[row] @ query
-            results.append([(self.names[i], float(s)) for i, s in zip(row.tolist(), scores)])
+        for rows, scores in zip(ranked['topk_index'].tolist(), ranked['topk_score'].tolist()):
+            results.append([(self.names[i], s) for i, s in zip(rows, scores)])
         return results
 
     def query(self, image: Union[str, Image.Image], text: str, topk: int = 10,

@@ -3,6 +3,6 @@ from .functional import (cirr_recalls, fashioniq_recalls, rank_gallery, recall_a
 from .metrics import CIRRMetric, FashionIQMetric, GalleryMetric
 
 __all__ = [
-    'cirr_recalls', 'fashioniq_recalls', 'rank_gallery', 'recall_at_k', 'recalls_by_group', 'CIRRMetric',
-    'FashionIQMetric', 'GalleryMetric'
+    'cirr_recalls', 'fashioniq_recalls', 'rank_gallery', 'recall_at_k', 'recalls_by_group',
+    'CIRRMetric', 'FashionIQMetric', 'GalleryMetric'
 ]

@@ -45,10 +45,11 @@ def rank_gallery(query_feats: torch.Tensor,
         chunk_elems (int): Similarities held at once. Defaults to 2**25.
 
     Returns:
-        dict: ``target_rank`` [N] (if ``target_index``), ``topk_index`` [N, topk] (if
-        ``topk``), ``subset_order`` [N, S] (subset gallery indices, best first, excluded
-        members moved to the end as -1) and ``subset_target_rank`` [N] (if ``subset_index``
-        and ``target_index``; -1 where the target is not in the subset or unknown).
+        dict: ``target_rank`` [N] (if ``target_index``), ``topk_index`` and ``topk_score``
+        [N, topk] (cosine similarities; if ``topk``), ``subset_order`` [N, S] (subset gallery
+        indices, best first, excluded members moved to the end as -1) and
+        ``subset_target_rank`` [N] (if ``subset_index`` and ``target_index``; -1 where the
+        target is not in the subset or unknown).
     """
     num_query, num_gallery = query_feats.shape[0], gallery_feats.shape[0]
     if query_feats.shape[1:] != gallery_feats.shape[1:]:
@@ -88,6 +89,7 @@ def rank_gallery(query_feats: torch.Tensor,
         raise ValueError(f'topk={topk} exceeds the {num_left} rankable gallery items')
 
     requested = [('target_rank', target_index is not None), ('topk_index', topk > 0),
+                 ('topk_score', topk > 0),
                  ('subset_order', subset_index is not None),
                  ('subset_target_rank', subset_index is not None and target_index is not None)]
     outputs = {key: [] for key, wanted in requested if wanted}
@@ -107,7 +109,9 @@ def rank_gallery(query_feats: torch.Tensor,
             rank = (scores > target_scores).sum(dim=1)
             outputs['target_rank'].append(torch.where(tgt >= 0, rank, -1))
         if topk:
-            outputs['topk_index'].append(scores.topk(topk, dim=1).indices)
+            best = scores.topk(topk, dim=1)
+            outputs['topk_index'].append(best.indices)
+            outputs['topk_score'].append(best.values)
         if subset_index is not None:
             members = subset_index[start:stop]
             member_scores = scores.gather(1, members)

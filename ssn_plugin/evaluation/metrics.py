@@ -88,14 +88,12 @@ class GalleryMetric(BaseMetric):
         rows = []
         for record in results[:self.show_num]:
             start, stop = record[offset_key] if offset_key else (0, gallery.shape[0])
-            query = record['query_feat'][None]
             excl = torch.tensor([record['ref_idx'] - start]) if exclude else None
             rankable = stop - start - (1 if exclude else 0)
-            ranked = rank_gallery(query, gallery[start:stop], exclude_index=excl,
-                                  topk=min(self.show_topk, rankable))
-            index = ranked['topk_index'][0]
-            scores = (gallery[start:stop][index] @ record['query_feat']).tolist()
-            rows.append((record, (index + start).tolist(), scores))
+            ranked = rank_gallery(record['query_feat'][None], gallery[start:stop],
+                                  exclude_index=excl, topk=min(self.show_topk, rankable))
+            rows.append((record, (ranked['topk_index'][0] + start).tolist(),
+                         ranked['topk_score'][0].tolist()))
         return rows
 
     def _require_gallery(self) -> torch.Tensor:
@@ -231,7 +229,6 @@ class CIRRMetric(GalleryMetric):
             self._show(self._show_topk(results, gallery, exclude=True))
         return metrics
 
-
     def _group_breakdown(self, results: List[dict], ranked: dict) -> Dict[str, float]:
         """Recall per query group (the dataset's ``group_key``), logged and returned as
         ``<group>/R@K`` and ``<group>/Rsubset@K``."""
@@ -306,5 +303,5 @@ class FashionIQMetric(GalleryMetric):
                         'in the gallery:', list(metrics), list(metrics.values()), extra)
         if self.show_dir:
             self._show(self._show_topk(results, gallery, exclude=False,
-                                                offset_key='gallery_range'))
+                                       offset_key='gallery_range'))
         return metrics

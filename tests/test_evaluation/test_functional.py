@@ -47,6 +47,8 @@ def test_hand_computed_cirr_case():
     # Query 1 without its reference: 0, 4, 3, 2 -> target 4 at rank 1.
     assert ranked['target_rank'].tolist() == [2, 1]
     assert ranked['topk_index'].tolist() == [[4, 3, 1], [0, 4, 3]]
+    expected_scores = torch.stack([query[i][ranked['topk_index'][i]] for i in range(2)])
+    assert torch.allclose(ranked['topk_score'], expected_scores)
     assert ranked['subset_order'][0].tolist() == [4, 4, 3, 1, 2, -1]
     metrics = cirr_recalls(query, gallery, ref, target, subset, topk=(1, 2, 3),
                            subset_topk=(1, 2))
