@@ -5,7 +5,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from ssn_plugin.engine import checkpoint_compat
-from ssn_plugin.engine.dist import init_cpu_process_group
+from ssn_plugin.engine.dist import init_cpu_process_group, shutdown_process_group
 from ssn_plugin.engine.runner_args import (add_runner_args, apply_runner_args,
                                            parse_runner_args)
 
@@ -49,6 +49,7 @@ def main(argv=None):
     init_cpu_process_group(cfg)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
+    shutdown_process_group()
     if args.out:
         import mmengine
         mmengine.dump(metrics, args.out)

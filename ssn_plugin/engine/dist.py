@@ -31,3 +31,16 @@ def init_cpu_process_group(cfg: Config) -> bool:
     torch_dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
                                   world_size=int(os.environ['WORLD_SIZE']))
     return True
+
+
+def shutdown_process_group() -> None:
+    """Wait for every rank, then destroy the process group (if any).
+
+    mmengine leaves the group alive when training or testing ends. With gloo, a rank that
+    reaches interpreter exit while the group's threads still run can abort ("terminate called
+    without an active exception", exit code -6) after all its work is done, failing the
+    torchrun job; seen on CPU.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
