@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: bash tools/dist_test.sh CONFIG CHECKPOINT N_GPUS [test.py options]
+# Usage: [PYTHON=...] [NNODES=.. NODE_RANK=.. MASTER_ADDR=.. PORT=..] bash tools/dist_test.sh CONFIG CHECKPOINT N_GPUS [test.py options]
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3
@@ -7,8 +7,10 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+# The Python the project is installed in (e.g. PYTHON=/path/to/venv/bin/python).
+PYTHON=${PYTHON:-python}
 
 PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
-torchrun --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR \
+"$PYTHON" -m torch.distributed.run --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR \
     --nproc_per_node=$GPUS --master_port=$PORT \
     $(dirname "$0")/test.py $CONFIG $CHECKPOINT --launcher pytorch ${@:4}

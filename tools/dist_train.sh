@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Usage: bash tools/dist_train.sh CONFIG N_GPUS [train.py options]
+# Usage: [PYTHON=...] [NNODES=.. NODE_RANK=.. MASTER_ADDR=.. PORT=..] bash tools/dist_train.sh CONFIG N_GPUS [train.py options]
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+# The Python the project is installed in (e.g. PYTHON=/path/to/venv/bin/python).
+PYTHON=${PYTHON:-python}
 
 PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
-torchrun --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR \
+"$PYTHON" -m torch.distributed.run --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR \
     --nproc_per_node=$GPUS --master_port=$PORT \
     $(dirname "$0")/train.py $CONFIG --launcher pytorch ${@:3}

@@ -6,8 +6,9 @@ from mmengine.runner import Runner
 
 from ssn_plugin.engine import checkpoint_compat
 from ssn_plugin.engine.dist import init_cpu_process_group, shutdown_process_group
-from ssn_plugin.engine.runner_args import (add_runner_args, apply_runner_args,
-                                           parse_runner_args)
+from ssn_plugin.engine.runner_args import (add_runner_args, apply_cfg_options,
+                                           apply_runner_args, parse_runner_args)
+from ssn_plugin.models.clip_backbone import skip_pretrained_weights
 
 
 def parse_args(argv=None):
@@ -27,9 +28,15 @@ def parse_args(argv=None):
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Apply the command line to the config; nothing else is changed."""
+    """Apply the command line to the config; ``--cfg-options`` last.
+
+    The checkpoint holds every weight, so the backbone's ``pretrained`` CLIP weights are not
+    downloaded or read (``load_pretrained=False``); the architecture, activation and
+    preprocessing still follow ``pretrained``. Evaluation works offline.
+    """
     apply_runner_args(cfg, args)
     cfg.load_from = args.checkpoint
+    skip_pretrained_weights(cfg.get('model'))
     if args.split is not None:
         cfg.test_dataloader.dataset.split = args.split
     evaluators = cfg.get('test_evaluator') or []
@@ -39,7 +46,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         if args.show_dir is not None:
             metric['show_dir'] = args.show_dir
             metric['show_num'] = args.show_num
-    return cfg
+    return apply_cfg_options(cfg, args)
 
 
 def main(argv=None):

@@ -6,8 +6,8 @@ from mmengine.runner import Runner
 
 from ssn_plugin.engine import checkpoint_compat
 from ssn_plugin.engine.dist import init_cpu_process_group, shutdown_process_group
-from ssn_plugin.engine.runner_args import (add_runner_args, apply_runner_args,
-                                           parse_runner_args)
+from ssn_plugin.engine.runner_args import (add_runner_args, apply_cfg_options,
+                                           apply_runner_args, parse_runner_args)
 
 
 def parse_args(argv=None):
@@ -27,7 +27,8 @@ def parse_args(argv=None):
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Apply the command line to the config; nothing else is changed."""
+    """Apply the command line to the config; nothing else is changed. ``--cfg-options`` is
+    applied last."""
     apply_runner_args(cfg, args)
     if args.amp:
         optim_wrapper = cfg.optim_wrapper
@@ -45,8 +46,13 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.val_dataloader = None
         cfg.val_evaluator = None
     if args.auto_scale_lr:
+        if not isinstance(cfg.get('auto_scale_lr'), dict) or 'base_batch_size' not in \
+                cfg.auto_scale_lr:
+            raise ValueError(
+                f'--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=N)` in '
+                f'{args.config}: the global batch size its learning rates were set for')
         cfg.auto_scale_lr.enable = True
-    return cfg
+    return apply_cfg_options(cfg, args)
 
 
 def main(argv=None):

@@ -8,8 +8,10 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
-# Encodes the evaluation gallery once before each validation / test.
-custom_hooks = [dict(type='GalleryFeatureHook')]
+# ImageSizeFromModelHook gives resize transforms left without a size (CLIPResizeCrop()) the
+# model's input resolution; GalleryFeatureHook encodes the evaluation gallery once before each
+# validation / test.
+custom_hooks = [dict(type='ImageSizeFromModelHook'), dict(type='GalleryFeatureHook')]
 
 env_cfg = dict(
     cudnn_benchmark=False,

@@ -77,6 +77,7 @@ param_scheduler = [
          eta_min=1e-5),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=4)
+auto_scale_lr = dict(enable=False, base_batch_size=128)
 val_cfg = dict()
 test_cfg = dict()
 

@@ -1,4 +1,5 @@
 """Query your own gallery with a trained SSN: index a folder, ask "this image, but ..."."""
+import copy
 import hashlib
 import os
 import os.path as osp
@@ -12,9 +13,10 @@ from mmengine.utils import ProgressBar
 from PIL import Image
 
 from ssn_plugin.datasets.base import BaseCIRDataset, build_pipeline
-from ssn_plugin.datasets.transforms import LoadCIRImages
+from ssn_plugin.datasets.transforms import LoadCIRImages, fill_image_size
 from ssn_plugin.engine import checkpoint_compat
 from ssn_plugin.evaluation.functional import rank_gallery
+from ssn_plugin.models.clip_backbone import skip_pretrained_weights
 from ssn_plugin.registry import MODELS
 from ssn_plugin.version import __version__
 
@@ -53,13 +55,19 @@ class CIRRetriever:
         self.cfg = cfg
         self.device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
         self.batch_size = batch_size
-        self.model = MODELS.build(cfg.model)
+        model_cfg = copy.deepcopy(cfg.model)
+        if checkpoint is not None:
+            # The checkpoint holds every weight: no CLIP download, works offline.
+            skip_pretrained_weights(model_cfg)
+        self.model = MODELS.build(model_cfg)
         if checkpoint is not None:
             checkpoint_compat.install()
             load_checkpoint(self.model, checkpoint, map_location='cpu', strict=True,
                             revise_keys=[(r'^module\.', '')])
         self.model.to(self.device).eval()
-        self.pipeline = Compose(build_pipeline(self._gallery_pipeline(cfg)))
+        transforms = build_pipeline(self._gallery_pipeline(cfg))
+        fill_image_size(transforms, self.model.image_size)
+        self.pipeline = Compose(transforms)
         self.names: List[str] = []
         self.paths: List[str] = []
         self.feats: Optional[torch.Tensor] = None

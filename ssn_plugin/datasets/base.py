@@ -91,8 +91,9 @@ class BaseCIRDataset(BaseDataset):
     from :meth:`load_data_list`.
 
     Args:
-        gallery_pipeline (list, optional): Pipeline of the gallery dataset used at evaluation.
-            Defaults to None (then :meth:`gallery_dataset` needs one).
+        gallery_pipeline (list, optional): Pipeline of the gallery dataset used at evaluation
+            (transform configs or built transforms; built once here). Defaults to None (then
+            :meth:`gallery_dataset` needs one).
         **kwargs: Passed to ``BaseDataset``.
     """
 
@@ -101,7 +102,9 @@ class BaseCIRDataset(BaseDataset):
     def __init__(self, pipeline: Sequence = (), gallery_pipeline: Optional[Sequence] = None,
                  **kwargs):
         self.gallery: List[dict] = []
-        self.gallery_pipeline = gallery_pipeline
+        # Built once, so that settings filled in later (the model's image size) are kept.
+        self.gallery_pipeline = (None if gallery_pipeline is None else
+                                 build_pipeline(gallery_pipeline))
         super().__init__(pipeline=build_pipeline(pipeline), **kwargs)
 
     def gallery_dataset(self, pipeline: Optional[Sequence] = None) -> CIRGalleryDataset:

@@ -70,29 +70,61 @@ class LoadCIRImages(BaseTransform):
 
 @TRANSFORMS.register_module()
 class CLIPResizeCrop(BaseTransform):
-    """CLIP's preprocessing: resize the shorter side (bicubic), then center-crop a square.
+    """CLIP's preprocessing: resize the shorter side (bicubic), then center-crop to the input size.
 
     This is the SSN release's choice (HuggingFace ``CLIPImageProcessor``).
 
     Required keys: ``<key>`` (PIL.Image). Modified keys: ``<key>``.
 
     Args:
-        size (int): Output side length (the CLIP input resolution). Defaults to 224.
+        size (int | tuple[int, int], optional): Output size, a side length or (H, W). None (the
+            recipes' choice) means the model's input resolution: the Runner's
+            :class:`~ssn_plugin.engine.ImageSizeFromModelHook` and the retriever fill it in
+            (:func:`fill_image_size`) from the model they run. Defaults to None.
         keys (Sequence[str]): Image keys. Defaults to ``IMAGE_KEYS``.
     """
 
-    def __init__(self, size: int = 224, keys: Sequence[str] = IMAGE_KEYS):
-        self.size = size
+    def __init__(self, size: Optional[Union[int, Sequence[int]]] = None,
+                 keys: Sequence[str] = IMAGE_KEYS):
+        self.size = size if size is None or isinstance(size, int) else tuple(size)
         self.keys = tuple(keys)
 
     def transform(self, results: dict) -> dict:
+        if self.size is None:
+            raise RuntimeError(
+                'CLIPResizeCrop(size=None) takes its size from the model, but no model filled it '
+                'in: run the config through the Runner (ImageSizeFromModelHook, in '
+                'default_runtime.py) or CIRRetriever, call fill_image_size(), or set `size`.')
+        height, width = (self.size, self.size) if isinstance(self.size, int) else self.size
         for key in _present(results, self.keys):
-            image = TF.resize(results[key], self.size, interpolation=InterpolationMode.BICUBIC)
-            results[key] = TF.center_crop(image, self.size)
+            image = TF.resize(results[key], max(height, width),
+                              interpolation=InterpolationMode.BICUBIC)
+            results[key] = TF.center_crop(image, [height, width])
         return results
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(size={self.size}, keys={self.keys})'
+
+
+def fill_image_size(transforms: Sequence, size: Sequence[int]) -> int:
+    """Give every :class:`CLIPResizeCrop` whose ``size`` is unset the model's input size.
+
+    Explicit sizes are kept (a wrong one is reported by the backbone at the first batch).
+
+    Args:
+        transforms (Sequence): Built transforms (a pipeline's list or ``Compose.transforms``).
+        size (Sequence[int]): The model's (H, W).
+
+    Returns:
+        int: how many transforms were filled in.
+    """
+    height, width = size
+    filled = 0
+    for transform in transforms:
+        if isinstance(transform, CLIPResizeCrop) and transform.size is None:
+            transform.size = height if height == width else (height, width)
+            filled += 1
+    return filled
 
 
 def target_pad_amounts(width: int, height: int, target_ratio: float) -> Tuple[int, int]:

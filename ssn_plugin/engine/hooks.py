@@ -8,6 +8,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
+from ssn_plugin.datasets.transforms import fill_image_size
 from ssn_plugin.registry import HOOKS
 
 
@@ -101,6 +102,48 @@ class GalleryFeatureHook(Hook):
         self._prepare(runner, runner.test_loop)
 
 
+def _unwrap(model):
+    return model.module if is_model_wrapper(model) else model
+
+
+@HOOKS.register_module()
+class ImageSizeFromModelHook(Hook):
+    """Give the pipelines the model's input resolution before each train / val / test run.
+
+    Resize transforms whose ``size`` is unset (``CLIPResizeCrop()``, as in the recipes) get
+    ``model.image_size``, in the loop's dataset pipeline and in its gallery pipeline, so one
+    config serves a 224 px and a 336 px model without pipeline edits. Explicit sizes are kept.
+    It runs before the loop iterates its data loader, so worker processes see the filled-in
+    transforms.
+
+    Args:
+        priority: Runs before :class:`GalleryFeatureHook`. Defaults to ``'ABOVE_NORMAL'``.
+    """
+
+    priority = 'ABOVE_NORMAL'
+
+    def _fill(self, runner, loop, name: str) -> None:
+        model = _unwrap(runner.model)
+        size = getattr(model, 'image_size', None)
+        if size is None:
+            return
+        dataset = loop.dataloader.dataset
+        transforms = list(getattr(getattr(dataset, 'pipeline', None), 'transforms', []))
+        transforms += list(getattr(dataset, 'gallery_pipeline', None) or [])
+        if fill_image_size(transforms, size):
+            print_log(f'{name} pipelines: image size {tuple(size)} taken from the model',
+                      logger='current')
+
+    def before_train(self, runner) -> None:
+        self._fill(runner, runner.train_loop, 'train')
+
+    def before_val(self, runner) -> None:
+        self._fill(runner, runner.val_loop, 'val')
+
+    def before_test(self, runner) -> None:
+        self._fill(runner, runner.test_loop, 'test')
+
+
 @HOOKS.register_module()
 class FreezeVisionTowerHook(Hook):
     """Freeze the CLIP vision tower from a given epoch on (the release's Fashion-IQ recipe).
@@ -121,7 +164,7 @@ class FreezeVisionTowerHook(Hook):
     def before_train_epoch(self, runner) -> None:
         if runner.epoch < self.epoch:
             return
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = _unwrap(runner.model)
         params = model.clip.vision_parameters()
         if any(p.requires_grad for p in params):
             model.clip.set_trainable(vision=False)

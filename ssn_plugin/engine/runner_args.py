@@ -26,13 +26,19 @@ def parse_runner_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Na
 
 
 def apply_runner_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Launcher, --cfg-options, then the work dir (the command line's, the config's, or
-    ``./work_dirs/<config name>``)."""
+    """Launcher and work dir (the command line's, the config's, or ``./work_dirs/<config
+    name>``). Call it first in a tool's ``merge_args``; :func:`apply_cfg_options` goes last."""
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def apply_cfg_options(cfg: Config, args: argparse.Namespace) -> Config:
+    """``--cfg-options key=value``: applied after every other flag, so it has the last word
+    (as in mmpretrain's tools)."""
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
     return cfg

@@ -9,34 +9,147 @@ needs (architecture, weights, which towers train) and returns exactly the tensor
 * text: the pooled, projected embedding ``t`` [B, D], the token states ``T`` [B, L, C_t] after the
   final LayerNorm, and the padding mask [B, L] (True = a real token, BOS and EOS included).
 
-Token counts and widths are read from the model, never hard-coded.
+Token counts, widths, the input resolution and the normalisation are read from the model and its
+weights, never hard-coded. The activation is the one the weights were trained with: OpenAI's
+and LAION-400M's CLIPs use QuickGELU, and loading them into open_clip's default GELU model gives
+wrong features with only a warning (see :func:`resolve_weights`).
 """
+import copy
 import json
 import os.path as osp
-from typing import List, Optional, Sequence, Tuple, Union
+import zipfile
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import open_clip
+import open_clip.pretrained as oc_pretrained
 import torch
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from ssn_plugin.registry import MODELS
 
+# open_clip's defaults (OpenAI's statistics), used when neither the weights' tag nor the
+# architecture config says otherwise.
+DEFAULT_PREPROCESS = dict(mean=tuple(open_clip.OPENAI_DATASET_MEAN),
+                          std=tuple(open_clip.OPENAI_DATASET_STD),
+                          interpolation='bicubic', resize_mode='shortest')
 
-def _load_arch_cfg(arch: Union[str, dict]) -> Optional[dict]:
-    """Return an explicit architecture dict, or None for a name open_clip knows."""
+
+def _load_arch_cfg(arch: Union[str, dict]) -> dict:
+    """The architecture config dict of a name open_clip knows, a ``.json`` file or a dict."""
     if isinstance(arch, dict):
-        return dict(arch)
+        return copy.deepcopy(arch)
     if arch.endswith('.json'):
         if not osp.isfile(arch):
             raise FileNotFoundError(f'open_clip model config file not found: {arch}')
         with open(arch) as f:
-            return json.load(f)
+            cfg = json.load(f)
+        return cfg.get('model_cfg', cfg)
     if arch not in open_clip.list_models():
         raise ValueError(f'Unknown open_clip architecture {arch!r}: expected one of '
                          f'open_clip.list_models() (e.g. "ViT-B-32", "ViT-B-16", "ViT-L-14"), '
                          'a path to a model config .json file, or a config dict.')
-    return None
+    return copy.deepcopy(open_clip.get_model_config(arch))
+
+
+def is_torchscript_file(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive: the format of OpenAI's original CLIP files."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith('/constants.pkl') for name in archive.namelist())
+
+
+def _quick_gelu_file_names() -> set:
+    """File names under which open_clip downloads weights that were trained with QuickGELU."""
+    names = set()
+    for arch, tag in open_clip.list_pretrained(as_str=False):
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        if cfg.get('quick_gelu') and cfg.get('url'):
+            names.add(osp.basename(cfg['url']))
+    return names
+
+
+class WeightsSpec(NamedTuple):
+    """What :func:`resolve_weights` decided: where the weights come from and how to build for them.
+
+    ``source`` is ``'none'`` (random initialisation), ``'tag'`` (an open_clip pretrained tag,
+    ``tag_cfg`` set) or ``'file'`` (a local checkpoint). ``preprocess`` holds the
+    normalisation (``mean``, ``std``) and resize settings the weights were trained with.
+    """
+    source: str
+    quick_gelu: bool
+    preprocess: dict
+    tag_cfg: Optional[dict] = None
+
+
+def resolve_weights(arch: Union[str, dict], arch_cfg: dict, pretrained: Optional[str],
+                    quick_gelu: Optional[bool] = None) -> WeightsSpec:
+    """Decide the activation and preprocessing that the chosen weights need.
+
+    * an open_clip tag of a named architecture: from open_clip's pretrained config of the tag
+      (``openai`` and ``laion400m_*`` need QuickGELU, ``laion2b_*`` GELU); an explicit
+      ``quick_gelu`` that contradicts it is an error;
+    * a local file or no weights: from ``quick_gelu`` when given, else from the architecture
+      config (``ViT-B-32-quickgelu`` sets it). Whether a file fits is checked when it is loaded
+      (:meth:`OpenCLIPBackbone._check_file_activation`).
+
+    Nothing is downloaded or read here.
+    """
+    preprocess = dict(DEFAULT_PREPROCESS, **{
+        k: v for k, v in arch_cfg.get('preprocess_cfg', {}).items() if k in DEFAULT_PREPROCESS})
+    arch_quick_gelu = bool(arch_cfg.get('quick_gelu', False))
+    if pretrained is None:
+        return WeightsSpec('none', arch_quick_gelu if quick_gelu is None else quick_gelu,
+                           preprocess)
+    tag_cfg = (oc_pretrained.get_pretrained_cfg(arch, pretrained)
+               if isinstance(arch, str) and not arch.endswith('.json') else {})
+    if not tag_cfg:
+        return WeightsSpec('file', arch_quick_gelu if quick_gelu is None else quick_gelu,
+                           preprocess)
+    tag_quick_gelu = bool(tag_cfg.get('quick_gelu', False))
+    if quick_gelu is not None and quick_gelu != tag_quick_gelu:
+        raise ValueError(
+            f'{arch} weights {pretrained!r} were trained with '
+            f'{"QuickGELU" if tag_quick_gelu else "GELU"}, but quick_gelu={quick_gelu} was '
+            'given; remove quick_gelu from the backbone config (it is read from the tag).')
+    preprocess.update({k: tag_cfg[k] for k in DEFAULT_PREPROCESS if k in tag_cfg})
+    return WeightsSpec('tag', tag_quick_gelu, preprocess, tag_cfg)
+
+
+def _build_clip(arch_cfg: dict, quick_gelu: bool) -> nn.Module:
+    cfg = dict(arch_cfg, quick_gelu=quick_gelu)
+    cfg.pop('preprocess_cfg', None)
+    if cfg.get('text_cfg', {}).get('hf_tokenizer_name') or cfg.get('text_cfg', {}).get(
+            'hf_model_name'):
+        raise NotImplementedError(
+            'OpenCLIPBackbone supports open_clip text towers with the built-in CLIP '
+            'tokenizer only; got a config with a HuggingFace text tower or tokenizer.')
+    if cfg.pop('custom_text', False):
+        return open_clip.CustomTextCLIP(**cfg)
+    return open_clip.CLIP(**cfg)
+
+
+def skip_pretrained_weights(model_cfg) -> int:
+    """Set ``load_pretrained=False`` on every :class:`OpenCLIPBackbone` in a model config.
+
+    Used when a full checkpoint will be loaded anyway (``tools/test.py``, ``tools/retrieve.py``,
+    :class:`~ssn_plugin.apis.CIRRetriever`): the architecture, activation and preprocessing are
+    still derived from ``pretrained``, but nothing is downloaded or read.
+
+    Returns:
+        int: how many backbone configs were changed.
+    """
+    count = 0
+    if isinstance(model_cfg, dict):
+        if model_cfg.get('type') in ('OpenCLIPBackbone', OpenCLIPBackbone):
+            model_cfg['load_pretrained'] = False
+            count += 1
+        for value in model_cfg.values():
+            count += skip_pretrained_weights(value)
+    elif isinstance(model_cfg, (list, tuple)):
+        count += sum(skip_pretrained_weights(value) for value in model_cfg)
+    return count
 
 
 @MODELS.register_module()
@@ -45,12 +158,21 @@ class OpenCLIPBackbone(nn.Module):
 
     Args:
         arch (str | dict): An open_clip architecture name (``'ViT-B-32'``, ``'ViT-B-16'``,
-            ``'ViT-L-14'``, ...), a path to an open_clip model config ``.json`` file, or that
-            config as a dict (``embed_dim``, ``vision_cfg``, ``text_cfg``). Defaults to
+            ``'ViT-L-14'``, ``'ViT-B-32-quickgelu'``, ...), a path to an open_clip model config
+            ``.json`` file, or that config as a dict (``embed_dim``, ``vision_cfg``,
+            ``text_cfg``, optionally ``quick_gelu`` and ``preprocess_cfg``). Defaults to
             ``'ViT-B-32'``.
-        pretrained (str, optional): An open_clip pretrained tag (e.g. ``'openai'``, downloaded
-            by open_clip on first use) or a local checkpoint file. None keeps the random
+        pretrained (str, optional): An open_clip pretrained tag of ``arch`` (e.g. ``'openai'``,
+            ``'laion2b_s34b_b79k'``; downloaded by open_clip on first use) or a local checkpoint
+            file (open_clip format, or OpenAI's original TorchScript file). None keeps the random
             initialisation. Defaults to None.
+        quick_gelu (bool, optional): Build with QuickGELU. None derives it: from the tag for an
+            open_clip tag, else from the architecture config. Needed for a local file of
+            QuickGELU weights in a plain architecture (or use the ``-quickgelu`` architecture).
+            Defaults to None.
+        load_pretrained (bool): Read the ``pretrained`` weights. False builds the same
+            architecture, activation and preprocessing without downloading or reading anything
+            (a full checkpoint will be loaded instead). Defaults to True.
         train_vision (bool): Whether the vision tower is trainable. Defaults to True.
         train_text (bool): Whether the text tower is trainable. Defaults to True.
     """
@@ -58,27 +180,20 @@ class OpenCLIPBackbone(nn.Module):
     def __init__(self,
                  arch: Union[str, dict] = 'ViT-B-32',
                  pretrained: Optional[str] = None,
+                 quick_gelu: Optional[bool] = None,
+                 load_pretrained: bool = True,
                  train_vision: bool = True,
                  train_text: bool = True):
         super().__init__()
         arch_cfg = _load_arch_cfg(arch)
-        if arch_cfg is None:
-            self.model = open_clip.create_model(arch, pretrained=pretrained)
+        self.weights = resolve_weights(arch, arch_cfg, pretrained, quick_gelu)
+        self.model = _build_clip(arch_cfg, self.weights.quick_gelu)
+        if load_pretrained and self.weights.source != 'none':
+            self._load_weights(arch, pretrained)
+        if isinstance(arch, str) and not arch.endswith('.json'):
             self.tokenizer = open_clip.get_tokenizer(arch)
         else:
-            if arch_cfg.get('text_cfg', {}).get('hf_tokenizer_name'):
-                raise NotImplementedError(
-                    'OpenCLIPBackbone supports open_clip text towers with the built-in CLIP '
-                    'tokenizer only; got a config with text_cfg.hf_tokenizer_name.')
-            self.model = open_clip.CLIP(**arch_cfg)
-            if pretrained is not None:
-                if not osp.isfile(pretrained):
-                    raise FileNotFoundError(
-                        f'pretrained checkpoint not found: {pretrained} (a config-dict '
-                        'architecture takes a local file, not an open_clip tag)')
-                open_clip.load_checkpoint(self.model, pretrained)
-            self.tokenizer = open_clip.SimpleTokenizer(
-                context_length=self.model.context_length)
+            self.tokenizer = open_clip.SimpleTokenizer(context_length=self.model.context_length)
 
         if not isinstance(self.model.visual, VisionTransformer):
             raise NotImplementedError(
@@ -106,6 +221,53 @@ class OpenCLIPBackbone(nn.Module):
                 param.requires_grad_(False)
         self.set_trainable(vision=train_vision, text=train_text)
 
+    # ------------------------------------------------------------------ weights
+    def _load_weights(self, arch: Union[str, dict], pretrained: str) -> None:
+        if self.weights.source == 'tag':
+            path = oc_pretrained.download_pretrained(self.weights.tag_cfg)
+            if not path:
+                raise RuntimeError(f'open_clip could not fetch the {arch} weights {pretrained!r}')
+        else:
+            path = pretrained
+            if not osp.isfile(path):
+                tags = (oc_pretrained.list_pretrained_tags_by_model(arch)
+                        if isinstance(arch, str) else [])
+                raise FileNotFoundError(
+                    f'pretrained checkpoint not found: {path} (expected a local file'
+                    + (f' or one of the open_clip tags of {arch}: {", ".join(tags)})'
+                       if tags else ')'))
+            self._check_file_activation(path)
+        if is_torchscript_file(path):
+            # OpenAI's original distribution: a TorchScript archive with the same state keys.
+            state = torch.jit.load(path, map_location='cpu').state_dict()
+            for key in ('input_resolution', 'context_length', 'vocab_size'):
+                state.pop(key, None)
+            self.model.load_state_dict({k: v.float() for k, v in state.items()})
+        else:
+            open_clip.load_checkpoint(self.model, path)
+
+    def _check_file_activation(self, path: str) -> None:
+        """Refuse a file of QuickGELU weights (OpenAI's format or open_clip's download name)
+        going into a GELU model: open_clip would load it and only warn."""
+        if self.weights.quick_gelu:
+            return
+        reason = None
+        if is_torchscript_file(path):
+            reason = "is OpenAI's TorchScript format"
+        elif osp.basename(path) in _quick_gelu_file_names():
+            reason = 'has the name of an open_clip download of QuickGELU weights'
+        if reason:
+            raise ValueError(
+                f'{path} {reason}: those weights were trained with QuickGELU, but the model is '
+                'built with GELU, which gives wrong features. Use the "-quickgelu" architecture '
+                '(e.g. arch="ViT-B-32-quickgelu") or pass quick_gelu=True to the backbone.')
+
+    @property
+    def preprocess_cfg(self) -> dict:
+        """The input the weights expect: ``size`` (H, W), ``mean``, ``std`` (0-1 scale),
+        ``interpolation`` and ``resize_mode``."""
+        return dict(self.weights.preprocess, size=self.image_size)
+
     # ------------------------------------------------------------------ shapes
     @property
     def embed_dim(self) -> int:
@@ -130,6 +292,7 @@ class OpenCLIPBackbone(nn.Module):
 
     @property
     def image_size(self) -> Tuple[int, int]:
+        """(H, W): the input resolution the image tower is built for."""
         size = self.model.visual.image_size
         return (size, size) if isinstance(size, int) else tuple(size)
 
@@ -196,6 +359,11 @@ class OpenCLIPBackbone(nn.Module):
         Returns:
             tuple: ``v`` [B, D] and ``V`` [B, N, C_v] (class token first, before ``ln_post``).
         """
+        if tuple(images.shape[-2:]) != self.image_size:
+            raise ValueError(
+                f'images are {tuple(images.shape[-2:])} pixels but the image tower takes '
+                f'{self.image_size}; leave `size` unset in CLIPResizeCrop to use the model\'s '
+                'input size')
         out = self.model.visual.forward_intermediates(
             images, indices=1, output_fmt='NLC', output_extra_tokens=True)
         tokens = torch.cat(

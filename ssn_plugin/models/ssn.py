@@ -67,6 +67,9 @@ class SSN(BaseModel):
             data_preprocessor = MODELS.build(copy.deepcopy(data_preprocessor))
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.clip = MODELS.build(copy.deepcopy(backbone))
+        preprocess = self.clip.preprocess_cfg
+        if hasattr(self.data_preprocessor, 'set_model_normalization'):
+            self.data_preprocessor.set_model_normalization(preprocess['mean'], preprocess['std'])
         embed_dim = self.clip.embed_dim
         text_width = self.clip.text_width
         width = hidden_dim or text_width
@@ -96,6 +99,12 @@ class SSN(BaseModel):
 
         self.loss_module = MODELS.build(
             dict(type='SSNLoss') if loss is None else copy.deepcopy(loss))
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        """(H, W): the input resolution of the image tower; pipelines that leave their resize
+        ``size`` unset get it (:class:`~ssn_plugin.engine.ImageSizeFromModelHook`)."""
+        return self.clip.image_size
 
     # ------------------------------------------------------------------ dispatch
     def forward(self,

@@ -1,22 +1,24 @@
-# CIRR rc2 with the SSN release's preprocessing (CLIP resize + center crop, 224 px).
+# CIRR rc2 with the SSN release's preprocessing (CLIP resize + center crop).
 # For CLIP4Cir's preprocessing put dict(type='TargetPad', target_ratio=1.25) before
 # CLIPResizeCrop in both pipelines.
+# CLIPResizeCrop without a size takes the model's input resolution (224 px for ViT-B/32,
+# 336 px for ViT-L-14-336), filled in by ImageSizeFromModelHook.
 dataset_type = 'CIRR'
 data_root = 'data/cirr_dataset'
 
 train_pipeline = [
     dict(type='LoadCIRImages', keys=('ref_img', 'tgt_img')),
-    dict(type='CLIPResizeCrop', size=224, keys=('ref_img', 'tgt_img')),
+    dict(type='CLIPResizeCrop', keys=('ref_img', 'tgt_img')),
     dict(type='PackCIRInputs', keys=('ref_img', 'tgt_img')),
 ]
 query_pipeline = [
     dict(type='LoadCIRImages', keys=('ref_img', )),
-    dict(type='CLIPResizeCrop', size=224, keys=('ref_img', )),
+    dict(type='CLIPResizeCrop', keys=('ref_img', )),
     dict(type='PackCIRInputs', keys=('ref_img', )),
 ]
 gallery_pipeline = [
     dict(type='LoadCIRImages', keys=('img', )),
-    dict(type='CLIPResizeCrop', size=224, keys=('img', )),
+    dict(type='CLIPResizeCrop', keys=('img', )),
     dict(type='PackCIRInputs', keys=('img', )),
 ]
 

@@ -1,24 +1,26 @@
 # Fashion-IQ, the three categories pooled for training and evaluated per category against
 # split.<cat>.val.json ("original" protocol of CLIP4Cir and SSN). Preprocessing as the SSN
-# release (CLIP resize + center crop, 224 px).
+# release (CLIP resize + center crop).
+# CLIPResizeCrop without a size takes the model's input resolution (224 px for ViT-B/32,
+# 336 px for ViT-L-14-336), filled in by ImageSizeFromModelHook.
 dataset_type = 'FashionIQ'
 data_root = 'data/fashion-iq'
 
 train_pipeline = [
     dict(type='ComposeFIQCaption', random=True),
     dict(type='LoadCIRImages', keys=('ref_img', 'tgt_img')),
-    dict(type='CLIPResizeCrop', size=224, keys=('ref_img', 'tgt_img')),
+    dict(type='CLIPResizeCrop', keys=('ref_img', 'tgt_img')),
     dict(type='PackCIRInputs', keys=('ref_img', 'tgt_img')),
 ]
 query_pipeline = [
     dict(type='ComposeFIQCaption', random=False),
     dict(type='LoadCIRImages', keys=('ref_img', )),
-    dict(type='CLIPResizeCrop', size=224, keys=('ref_img', )),
+    dict(type='CLIPResizeCrop', keys=('ref_img', )),
     dict(type='PackCIRInputs', keys=('ref_img', )),
 ]
 gallery_pipeline = [
     dict(type='LoadCIRImages', keys=('img', )),
-    dict(type='CLIPResizeCrop', size=224, keys=('img', )),
+    dict(type='CLIPResizeCrop', keys=('img', )),
     dict(type='PackCIRInputs', keys=('img', )),
 ]
 
