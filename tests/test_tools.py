@@ -85,6 +85,16 @@ def run_tool(args, cwd):
     return output
 
 
+def dist_env() -> dict:
+    """The environment of a dist_*.sh run: a free port, and the venv's python named by PYTHON
+    while PATH lacks the venv (as when the venv's python is run without activating it)."""
+    bin_dir = osp.dirname(sys.executable)
+    path = os.pathsep.join(p for p in os.environ.get('PATH', '').split(os.pathsep)
+                           if osp.abspath(p) != osp.abspath(bin_dir))
+    return dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1', PYTHON=sys.executable,
+                PATH=path)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
@@ -126,7 +136,7 @@ def test_train_test_resume_end_to_end(tmp_path, tiny_clip_file):
 
     # Two CPU processes (gloo) give exactly the single-process numbers.
     dist_file = str(tmp_path / 'metrics_dist.json')
-    env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1')
+    env = dist_env()
     result = subprocess.run(
         ['bash', osp.join(PROJECT_ROOT, 'tools', 'dist_test.sh'), config, ckpt, '2',
          '--work-dir', str(tmp_path / 'dist'), '--out', dist_file, '--cfg-options',
@@ -143,6 +153,37 @@ def test_train_test_resume_end_to_end(tmp_path, tiny_clip_file):
     assert 'Load checkpoint from' in out or 'resumed' in out.lower()
     assert 'Epoch(train) [2]' in out
     assert osp.isfile(osp.join(work_dir, 'epoch_2.pth'))
+
+
+def test_cfg_options_have_the_last_word():
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    args = train_tool.parse_args(['c.py', '--amp', '--resume', 'a.pth', '--cfg-options',
+                                  'optim_wrapper.type=OptimWrapper', 'load_from=b.pth'])
+    merged = train_tool.merge_args(cfg, args)
+    assert merged.optim_wrapper.type == 'OptimWrapper' and merged.load_from == 'b.pth'
+    cfg = Config(dict(test_dataloader=dict(dataset=dict(split='val'))))
+    args = test_tool.parse_args(['c.py', 'k.pth', '--split', 'test1', '--cfg-options',
+                                 'test_dataloader.dataset.split=val', 'load_from=other.pth'])
+    merged = test_tool.merge_args(cfg, args)
+    assert merged.test_dataloader.dataset.split == 'val' and merged.load_from == 'other.pth'
+
+
+@pytest.mark.parametrize('recipe', ['cirr/ssn.py', 'fashioniq/ssn.py', 'demo/ssn_shapes.py'])
+def test_auto_scale_lr_on_the_recipes(recipe):
+    cfg = Config.fromfile(osp.join(PROJECT_ROOT, 'configs', recipe))
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=128)
+    merged = train_tool.merge_args(cfg, train_tool.parse_args([recipe, '--auto-scale-lr']))
+    assert merged.auto_scale_lr == dict(enable=True, base_batch_size=128)
+    with pytest.raises(ValueError, match=r'auto_scale_lr = dict\(base_batch_size=N\)'):
+        train_tool.merge_args(Config(dict(optim_wrapper=dict())),
+                              train_tool.parse_args(['c.py', '--auto-scale-lr']))
+
+
+def test_test_tool_never_loads_pretrained_clip():
+    cfg = Config.fromfile(osp.join(PROJECT_ROOT, 'configs', 'cirr', 'ssn.py'))
+    merged = test_tool.merge_args(cfg, test_tool.parse_args(['c.py', 'k.pth']))
+    assert merged.model.backbone.load_pretrained is False
+    assert merged.model.backbone.pretrained == 'openai'  # still decides activation, stats
 
 
 def test_release_recipe_config():
@@ -249,7 +290,7 @@ def test_dist_train_two_cpu_processes(tmp_path, tiny_clip_file):
     make_tiny_cirr(data_root, num_images=25, num_val=13)
     config = write_tiny_config(tmp_path, data_root, tiny_clip_file, max_epochs=1)
     work_dir = tmp_path / 'work'
-    env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1')
+    env = dist_env()
     result = subprocess.run(
         ['bash', osp.join(PROJECT_ROOT, 'tools', 'dist_train.sh'), config, '2', '--work-dir',
          str(work_dir), '--cfg-options', 'env_cfg.dist_cfg.backend=gloo',

@@ -224,7 +224,14 @@ class OpenCLIPBackbone(nn.Module):
     # ------------------------------------------------------------------ weights
     def _load_weights(self, arch: Union[str, dict], pretrained: str) -> None:
         if self.weights.source == 'tag':
-            path = oc_pretrained.download_pretrained(self.weights.tag_cfg)
+            try:
+                path = oc_pretrained.download_pretrained(self.weights.tag_cfg)
+            except Exception as err:  # network, hub or cache errors: say what to do offline
+                raise RuntimeError(
+                    f'open_clip could not fetch the {arch} weights {pretrained!r}: {err}. '
+                    'Offline, pass the downloaded file as `pretrained` (with quick_gelu=True '
+                    'for QuickGELU weights); to evaluate a trained checkpoint no CLIP weights '
+                    'are needed (tools/test.py and the retriever skip them).') from err
             if not path:
                 raise RuntimeError(f'open_clip could not fetch the {arch} weights {pretrained!r}')
         else:
@@ -239,8 +246,9 @@ class OpenCLIPBackbone(nn.Module):
             self._check_file_activation(path)
         if is_torchscript_file(path):
             # OpenAI's original distribution: a TorchScript archive with the same state keys.
+            # Its buffers include a few that are not weights; everything else must match.
             state = torch.jit.load(path, map_location='cpu').state_dict()
-            for key in ('input_resolution', 'context_length', 'vocab_size'):
+            for key in ('input_resolution', 'context_length', 'vocab_size', 'attn_mask'):
                 state.pop(key, None)
             self.model.load_state_dict({k: v.float() for k, v in state.items()})
         else:

@@ -8,6 +8,18 @@ from torch import nn
 from ssn_plugin.registry import MODELS
 
 
+def scaled_logits(query: torch.Tensor, target: torch.Tensor,
+                  logit_scale: float) -> torch.Tensor:
+    """``logit_scale * query @ target.T`` in fp32, also under autocast.
+
+    With scale 100, bf16's 8-bit mantissa would quantise the logits in steps of up to 0.5 and
+    fp16 softmax saturates; autocast would run this matmul in low precision (``.float()`` on
+    the inputs is not enough), so it is switched off here.
+    """
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        return logit_scale * query.float() @ target.float().t()
+
+
 def symmetric_info_nce(logits: torch.Tensor) -> torch.Tensor:
     """Mean of query->target and target->query cross-entropy; row i's positive is column i."""
     labels = torch.arange(logits.shape[0], device=logits.device)
@@ -71,12 +83,13 @@ class SSNLoss(nn.Module):
             dict: ``loss_con`` and ``loss_kl`` (already weighted; both summed by MMEngine) and
             ``kl_raw`` (the unweighted KL term, logged only).
         """
-        # Softmax / log-softmax in fp32 whatever autocast chose for the matmul.
-        logits_pos = self.logit_scale * query_pos.float() @ target.float().t()
-        losses = dict(loss_con=symmetric_info_nce(logits_pos))
-        if self.kl_weight and query_neg is not None:
-            logits_neg = self.logit_scale * query_neg.float() @ target.float().t()
-            kl = ssn_kl_term(logits_pos, logits_neg, self.logit_scale)
-            losses['loss_kl'] = self.kl_weight * kl
-            losses['kl_raw'] = kl.detach()
+        # Logits, softmax and KL in fp32 whatever autocast chose for the features.
+        with torch.autocast(device_type=target.device.type, enabled=False):
+            logits_pos = scaled_logits(query_pos, target, self.logit_scale)
+            losses = dict(loss_con=symmetric_info_nce(logits_pos))
+            if self.kl_weight and query_neg is not None:
+                logits_neg = scaled_logits(query_neg, target, self.logit_scale)
+                kl = ssn_kl_term(logits_pos, logits_neg, self.logit_scale)
+                losses['loss_kl'] = self.kl_weight * kl
+                losses['kl_raw'] = kl.detach()
         return losses

@@ -178,7 +178,9 @@ class SSN(BaseModel):
         global_feat, tokens = self.clip.encode_image(images)
         tokens = self.image_token_proj(tokens) + self.token_type_embeddings.weight[0]
         fused = self.fusion(tokens, None)
-        return F.normalize(RESIDUAL_SCALE * self.target_proj(fused[:, 0]) + global_feat, dim=-1)
+        # The sum in fp32: under autocast a bf16 sum would round away most of the 0.01 residual.
+        residual = self.target_proj(fused[:, 0]).float()
+        return F.normalize(RESIDUAL_SCALE * residual + global_feat.float(), dim=-1)
 
     def _queries(self, ref_img: torch.Tensor, texts: Sequence[str],
                  branches: Sequence[str] = ('pos', 'neg')
@@ -231,7 +233,9 @@ class SSN(BaseModel):
         """The composition head: q = norm(0.01 * out(h) + lambda * t + (1 - lambda) * v)."""
         text_summary = masked_mean(fused[:, num_img:], txt_mask)
         summary = torch.cat([text_summary, fused[:, 0]], dim=-1)
-        residual = self.output_layer(self.combiner_layer(summary))
-        scalar = self.dynamic_scalar(summary)
-        query = RESIDUAL_SCALE * residual + scalar * txt_global + (1 - scalar) * img_global
+        residual = self.output_layer(self.combiner_layer(summary)).float()
+        scalar = self.dynamic_scalar(summary).float()
+        # In fp32 (see gallery_features): features leave the model in fp32 under autocast too.
+        query = (RESIDUAL_SCALE * residual + scalar * txt_global.float()
+                 + (1 - scalar) * img_global.float())
         return F.normalize(query, dim=-1)
