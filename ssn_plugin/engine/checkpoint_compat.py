@@ -9,7 +9,9 @@ a checkpoint that ``tools/train.py`` wrote fails with an "Unsupported global" er
 files by one that keeps ``weights_only=True`` and allows exactly the extra types an mmengine
 checkpoint contains. Arbitrary pickled objects are still refused.
 """
+import codecs
 import collections
+import contextlib
 import os.path as osp
 
 import numpy as np
@@ -19,7 +21,9 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 
 def _safe_globals() -> list:
-    allowed = [HistoryBuffer, np.ndarray, np.dtype, collections.OrderedDict, getattr]
+    # codecs.encode: numpy < 2 pickles array bytes through it (torch >= 2.6 allows it too).
+    allowed = [HistoryBuffer, np.ndarray, np.dtype, collections.OrderedDict, getattr,
+               codecs.encode]
     # numpy pickles arrays and scalars through these helpers (module path differs by version).
     for module_name in ('numpy._core.multiarray', 'numpy.core.multiarray'):
         module = getattr(np, module_name.split('.')[1], None)
@@ -37,11 +41,22 @@ def load_local_checkpoint(filename: str, map_location=None):
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
-    with torch.serialization.safe_globals(_safe_globals()):
+    with _allowing(_safe_globals()):
         return torch.load(filename, map_location=map_location, weights_only=True)
 
 
-def install() -> None:
-    """Make mmengine load local checkpoints through :func:`load_local_checkpoint`."""
+def _allowing(allowed: list):
+    """torch >= 2.5: a context that allows ``allowed``; torch 2.4 has only the process-wide
+    ``add_safe_globals`` (the same types, for the rest of the process)."""
     if hasattr(torch.serialization, 'safe_globals'):
-        CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
+        return torch.serialization.safe_globals(allowed)
+    torch.serialization.add_safe_globals(allowed)
+    return contextlib.nullcontext()
+
+
+def install() -> None:
+    """Make mmengine load local checkpoints through :func:`load_local_checkpoint`.
+
+    On every torch version: before 2.6 mmengine's own ``torch.load`` would unpickle anything.
+    """
+    CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)

@@ -1,10 +1,33 @@
 """The fusion transformer shared by SSN's query and target sides."""
+import contextlib
 from typing import Optional
 
 import torch
 from torch import nn
 
 from ssn_plugin.registry import MODELS
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device argument
+        return (torch.is_autocast_cpu_enabled() if device_type == 'cpu' else
+                torch.is_autocast_enabled())
+
+
+@contextlib.contextmanager
+def _without_fastpath():
+    """Switch off the fused inference kernel of ``nn.TransformerEncoderLayer`` for a call.
+
+    torch < 2.6 takes it in eval mode under CPU autocast and fails (bf16 inputs, fp32 weights).
+    """
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 @MODELS.register_module()
@@ -35,4 +58,7 @@ class SSNFusion(nn.Module):
     def forward(self, tokens: torch.Tensor,
                 key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Fuse tokens [B, S, W]; ``key_padding_mask`` [B, S] is True where a key is ignored."""
-        return self.encoder(tokens, src_key_padding_mask=key_padding_mask)
+        context = (_without_fastpath() if _autocast_enabled(tokens.device.type)
+                   else contextlib.nullcontext())
+        with context:
+            return self.encoder(tokens, src_key_padding_mask=key_padding_mask)
