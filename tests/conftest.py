@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 PROJECT_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SHARED_DATA = osp.join(PROJECT_ROOT, '..', 'shared', 'data')
+# SSN_SHARED_DATA points elsewhere when the tests run from a copy of the tree (mutation tests).
+SHARED_DATA = os.environ.get('SSN_SHARED_DATA', osp.join(PROJECT_ROOT, '..', 'shared', 'data'))
 
 # A 1-layer ViT / text transformer: 32 px images, 8 px patches -> 17 image tokens.
 TINY_CLIP = dict(

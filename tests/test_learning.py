@@ -33,9 +33,9 @@ def evaluate(model, dataset):
 
     items = [dataset.get_data_info(i) for i in range(len(dataset))]
     return cirr_recalls(features(dataset), features(gallery_set),
-                        torch.tensor([it['ref_idx'] for it in items]),
-                        torch.tensor([it['tgt_idx'] for it in items]),
-                        torch.tensor([it['subset_idx'] for it in items]))
+                        torch.tensor([it['ref_index'] for it in items]),
+                        torch.tensor([it['target_index'] for it in items]),
+                        torch.tensor([it['subset_index'] for it in items]))
 
 
 def test_a_few_hundred_steps_beat_the_untrained_model(tmp_path):

@@ -1,4 +1,4 @@
 from .retriever import CIRRetriever, list_images
-from .visualize import draw_retrieval_grid
+from ssn_plugin.visualization import draw_retrieval_grid
 
 __all__ = ['CIRRetriever', 'list_images', 'draw_retrieval_grid']

@@ -3,11 +3,11 @@ from .cirr import CIRR
 from .fashioniq import FashionIQ
 from .shapes import ShapesCIRR, apply_instruction, generate_shapes_dataset
 from .transforms import (CLIPResizeCrop, ComposeFIQCaption, LoadCIRImages, PackCIRInputs,
-                         TargetPad, fiq_caption, fill_image_size)
+                         TargetPad, fiq_caption, fill_image_size, fill_meta_keys)
 
 __all__ = [
     'BaseCIRDataset', 'CIRGalleryDataset', 'MissingImages', 'CIRR', 'FashionIQ', 'ShapesCIRR',
     'apply_instruction', 'generate_shapes_dataset',
     'CLIPResizeCrop', 'ComposeFIQCaption', 'LoadCIRImages', 'PackCIRInputs', 'TargetPad',
-    'fiq_caption', 'fill_image_size'
+    'fiq_caption', 'fill_image_size', 'fill_meta_keys'
 ]

@@ -1,12 +1,14 @@
 """Shared machinery of the composed-image-retrieval datasets."""
 import json
+import os
 import os.path as osp
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from mmengine.dataset import BaseDataset
-from mmengine.logging import print_log
+from mmengine.logging import MMLogger, print_log
 
 from ssn_plugin.registry import DATASETS, TRANSFORMS
+from .transforms import fill_meta_keys
 
 
 def build_pipeline(pipeline: Sequence[Union[dict, Callable]]) -> List[Callable]:
@@ -29,34 +31,53 @@ class MissingImages(FileNotFoundError):
     """Raised when images referenced by the annotations are absent."""
 
 
-def report_missing(missing: Dict[str, str], total: int, what: str, layout: str,
-                   skip_missing: bool, report_file: Optional[str] = None) -> None:
-    """Raise on missing images, or log the count (and write the list) when skipping.
+def default_report_dir() -> str:
+    """The current run's log directory (inside the work dir), else the working directory."""
+    log_file = getattr(MMLogger.get_current_instance(), 'log_file', None)
+    return osp.dirname(log_file) if log_file else os.getcwd()
+
+
+def report_missing(missing: Dict[str, Dict[str, str]], totals: Dict[str, int], what: str,
+                   layout: str, skip_missing: bool, report_file: str) -> None:
+    """Write the full list of missing images, then raise, or log the counts when skipping.
 
     Args:
-        missing (dict): Image name -> expected path, for every missing image.
-        total (int): Number of distinct images the annotations reference.
+        missing (dict): group (a split or category) -> {image name: expected path}.
+        totals (dict): group -> number of distinct images the annotations reference.
         what (str): Which dataset/split, for the messages.
         layout (str): The expected directory layout, shown in the error.
         skip_missing (bool): Log and continue instead of raising.
-        report_file (str, optional): Where to write the full list (one ``name<TAB>path`` per
-            line). Defaults to None (the list goes to the log only).
+        report_file (str): Where the list goes, one ``group<TAB>name<TAB>path`` per line.
     """
-    if not missing:
+    total = sum(len(m) for m in missing.values())
+    if not total:
         return
-    listing = '\n'.join(f'{name}\t{path}' for name, path in sorted(missing.items()))
-    if report_file is not None:
-        with open(report_file, 'w') as f:
-            f.write(listing + '\n')
-    examples = ', '.join(sorted(missing.values())[:5])
-    where = f' (full list in {report_file})' if report_file else ''
+    os.makedirs(osp.dirname(osp.abspath(report_file)), exist_ok=True)
+    with open(report_file, 'w') as f:
+        for group, lost in missing.items():
+            f.writelines(f'{group}\t{name}\t{path}\n' for name, path in sorted(lost.items()))
+    counts = ', '.join(f'{g}: {len(m)} of {totals[g]}' for g, m in missing.items())
+    examples = ', '.join(sorted(p for m in missing.values() for p in m.values())[:5])
+    summary = (f'{what}: {total} of {sum(totals.values())} referenced images are missing '
+               f'({counts}); the full list is in {report_file}, e.g. {examples}.')
     if not skip_missing:
         raise MissingImages(
-            f'{what}: {len(missing)} of {total} referenced images are missing{where}, e.g. '
-            f'{examples}.\nExpected layout:\n{layout}\nPass skip_missing=True to drop the '
+            f'{summary}\nExpected layout:\n{layout}\nPass skip_missing=True to drop the '
             'affected samples and gallery images (counted in the log).')
-    print_log(f'{what}: skip_missing=True, {len(missing)} of {total} referenced images are '
-              f'missing{where}:\n{listing}', logger='current')
+    print_log(f'skip_missing=True: {summary}', logger='current')
+
+
+def check_record(record: Any, required: Dict[str, type], where: str, split: str) -> None:
+    """A JSON record must be an object holding every ``required`` key with the given type."""
+    if not isinstance(record, dict):
+        raise ValueError(f'{where}: expected a JSON object, got {type(record).__name__}')
+    for key, kind in required.items():
+        if key not in record:
+            raise ValueError(f'{where}: missing key {key!r}; a {split} record needs '
+                             f'{sorted(required)}')
+        if not isinstance(record[key], kind):
+            raise ValueError(f'{where}: {key!r} should be {kind.__name__}, got '
+                             f'{type(record[key]).__name__}')
 
 
 @DATASETS.register_module()
@@ -64,7 +85,10 @@ class CIRGalleryDataset(BaseDataset):
     """The gallery of a CIR dataset: one item per gallery image.
 
     Built by :meth:`BaseCIRDataset.gallery_dataset`; items are
-    ``dict(img_path, name, gallery_idx, group)``, in the gallery order of the query dataset.
+    ``dict(img_path, name, gallery_index)`` (plus ``group`` where the dataset has one, e.g.
+    the Fashion-IQ category), in the gallery order of the query dataset. ``META_KEYS`` are packed
+    into each data sample; the model adds ``gallery_feat``, and
+    :func:`~ssn_plugin.engine.encode_gallery` reads ``gallery_index`` and ``gallery_feat``.
 
     Args:
         items (list[dict]): The gallery items.
@@ -72,10 +96,13 @@ class CIRGalleryDataset(BaseDataset):
             transforms and ``PackCIRInputs``.
     """
 
+    META_KEYS = ('gallery_index', 'name', 'img_path', 'group')
+
     def __init__(self, items: List[dict], pipeline: Sequence = ()):
         self._items = items
-        super().__init__(pipeline=build_pipeline(pipeline), serialize_data=False,
-                         test_mode=True)
+        transforms = build_pipeline(pipeline)
+        fill_meta_keys(transforms, self.META_KEYS)
+        super().__init__(pipeline=transforms, serialize_data=False, test_mode=True)
 
     def load_data_list(self) -> List[dict]:
         return [dict(item) for item in self._items]
@@ -85,7 +112,7 @@ class BaseCIRDataset(BaseDataset):
     """Base of the CIR datasets: queries/triplets plus an indexed gallery.
 
     Every item is a plain dict with ``text``, ``ref_img_path``, ``tgt_img_path`` (None when
-    the target is unknown), ``ref_idx``/``tgt_idx`` (indices into :attr:`gallery`, -1 when
+    the target is unknown), ``ref_index``/``target_index`` (indices into :attr:`gallery`, -1 when
     unknown) and dataset-specific keys; the pipeline decides which images to load. Subclasses
     fill :attr:`gallery` (list of dicts ``name``, ``img_path``, ``group``) and return items
     from :meth:`load_data_list`.
@@ -94,18 +121,28 @@ class BaseCIRDataset(BaseDataset):
         gallery_pipeline (list, optional): Pipeline of the gallery dataset used at evaluation
             (transform configs or built transforms; built once here). Defaults to None (then
             :meth:`gallery_dataset` needs one).
+        report_dir (str, optional): Where the list of missing images is written
+            (``missing_images_<dataset>_<split>.txt``); None = the current run's log directory
+            in the work dir (or the working directory outside a run). Defaults to None.
         **kwargs: Passed to ``BaseDataset``.
     """
 
     LAYOUT = ''
+    #: Item keys packed into each query's data sample (``PackCIRInputs(meta_keys=None)``):
+    #: what the model (``text``) and the dataset's metric read. Subclasses extend it.
+    META_KEYS = ('text', 'ref_index', 'target_index', 'sample_idx', 'ref_img_path', 'ref_name',
+                 'tgt_name')
 
     def __init__(self, pipeline: Sequence = (), gallery_pipeline: Optional[Sequence] = None,
-                 **kwargs):
+                 report_dir: Optional[str] = None, **kwargs):
+        self.report_dir = report_dir
         self.gallery: List[dict] = []
         # Built once, so that settings filled in later (the model's image size) are kept.
         self.gallery_pipeline = (None if gallery_pipeline is None else
                                  build_pipeline(gallery_pipeline))
-        super().__init__(pipeline=build_pipeline(pipeline), **kwargs)
+        transforms = build_pipeline(pipeline)
+        fill_meta_keys(transforms, self.META_KEYS)
+        super().__init__(pipeline=transforms, **kwargs)
 
     def gallery_dataset(self, pipeline: Optional[Sequence] = None) -> CIRGalleryDataset:
         """The gallery images as a dataset, in :attr:`gallery` order."""
@@ -113,8 +150,13 @@ class BaseCIRDataset(BaseDataset):
         if pipeline is None:
             raise ValueError(f'{type(self).__name__} has no gallery_pipeline; set it in the '
                              'dataset config to evaluate retrieval.')
-        items = [dict(entry, gallery_idx=i) for i, entry in enumerate(self.gallery)]
+        items = [dict(entry, gallery_index=i) for i, entry in enumerate(self.gallery)]
         return CIRGalleryDataset(items, pipeline)
+
+    def report_file(self, dataset_name: str) -> str:
+        """Where :func:`report_missing` writes this split's list of missing images."""
+        return osp.join(self.report_dir or default_report_dir(),
+                        f'missing_images_{dataset_name}_{self.split}.txt')
 
     @property
     def gallery_names(self) -> List[str]:

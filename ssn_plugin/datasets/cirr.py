@@ -5,7 +5,7 @@ from typing import List, Optional, Sequence
 from mmengine.logging import print_log
 
 from ssn_plugin.registry import DATASETS
-from .base import BaseCIRDataset, load_json, report_missing
+from .base import BaseCIRDataset, check_record, load_json, report_missing
 
 CIRR_LAYOUT = """\
     data_root/
@@ -34,8 +34,8 @@ class CIRR(BaseCIRDataset):
 
     The gallery of a split is every image of ``split.rc2.<split>.json``, in the file's order.
     Each item is a dict with ``pairid``, ``text`` (the raw caption), ``ref_img_path``,
-    ``tgt_img_path`` (None for test1), ``ref_idx``, ``tgt_idx`` (-1 for test1) and
-    ``subset_idx`` (the six ``img_set`` members, reference included, as gallery indices), plus
+    ``tgt_img_path`` (None for test1), ``ref_index``, ``target_index`` (-1 for test1) and
+    ``subset_index`` (the six ``img_set`` members, reference included, as gallery indices), plus
     ``group`` when ``group_key`` is set. Unknown record keys are ignored.
 
     Args:
@@ -47,17 +47,20 @@ class CIRR(BaseCIRDataset):
             relative to. None means ``data_root/images`` for train and ``data_root`` for
             val/test1. Defaults to None.
         skip_missing (bool): Drop triplets whose reference, target or an ``img_set`` member
-            is missing, and missing gallery images, with a logged count and list, instead of
-            raising. Defaults to False.
+            is missing, and missing gallery images, with a logged count (the full list is
+            written to the report file either way), instead of raising. Defaults to False.
         check_images (bool): Check that every referenced image file exists when the
             annotations load. Defaults to True.
         group_key (str, optional): A record key copied into each item as ``group``, for
             recall broken down by group. Defaults to None.
-        **kwargs: Passed to ``BaseDataset`` (e.g. ``indices``, ``lazy_init``).
+        **kwargs: Passed to :class:`BaseCIRDataset` (``report_dir``: where the list of missing
+            images is written, ``missing_images_cirr_<split>.txt``, default the run's log
+            folder) and ``BaseDataset`` (e.g. ``indices``, ``lazy_init``).
     """
 
     SPLITS = ('train', 'val', 'test1')
     LAYOUT = CIRR_LAYOUT
+    META_KEYS = BaseCIRDataset.META_KEYS + ('pairid', 'subset_index', 'group')
     REQUIRED = {'pairid': int, 'reference': str, 'caption': str, 'img_set': dict}
 
     def __init__(self,
@@ -92,17 +95,10 @@ class CIRR(BaseCIRDataset):
         return osp.join(self.data_root, 'cirr', 'image_splits', f'split.rc2.{self.split}.json')
 
     def _check_record(self, i: int, record: dict) -> None:
-        where = f'{self.caption_file}, record {i} (pairid {record.get("pairid", "?")})'
-        if not isinstance(record, dict):
-            raise ValueError(f'{where}: expected a JSON object, got {type(record).__name__}')
+        pairid = record.get('pairid', '?') if isinstance(record, dict) else '?'
+        where = f'{self.caption_file}, record {i} (pairid {pairid})'
         required = dict(self.REQUIRED, target_hard=str) if self.has_targets else self.REQUIRED
-        for key, kind in required.items():
-            if key not in record:
-                raise ValueError(f'{where}: missing key {key!r}; a {self.split} record needs '
-                                 f'{sorted(required)}')
-            if not isinstance(record[key], kind):
-                raise ValueError(f'{where}: {key!r} should be {kind.__name__}, got '
-                                 f'{type(record[key]).__name__}')
+        check_record(record, required, where, self.split)
         members = record['img_set'].get('members')
         if not (isinstance(members, list) and len(members) == 6
                 and all(isinstance(m, str) for m in members)):
@@ -136,8 +132,9 @@ class CIRR(BaseCIRDataset):
         missing = {}
         if self.check_images:
             missing = {name: path for name, path in paths.items() if not osp.isfile(path)}
-            report_missing(missing, len(paths), f'CIRR {self.split} ({self.img_root})',
-                           CIRR_LAYOUT, self.skip_missing)
+            report_missing({self.split: missing}, {self.split: len(paths)},
+                           f'CIRR {self.split} ({self.img_root})', CIRR_LAYOUT,
+                           self.skip_missing, self.report_file('cirr'))
 
         gallery_names = [name for name in name_to_rel if name not in missing]
         index = {name: i for i, name in enumerate(gallery_names)}
@@ -156,11 +153,11 @@ class CIRR(BaseCIRDataset):
                 text=record['caption'],
                 ref_name=record['reference'],
                 ref_img_path=paths[record['reference']],
-                ref_idx=index[record['reference']],
+                ref_index=index[record['reference']],
                 tgt_name=target,
                 tgt_img_path=paths[target] if target else None,
-                tgt_idx=index[target] if target else -1,
-                subset_idx=[index[m] for m in members])
+                target_index=index[target] if target else -1,
+                subset_index=[index[m] for m in members])
             if self.group_key is not None:
                 item['group'] = record[self.group_key]
             data_list.append(item)

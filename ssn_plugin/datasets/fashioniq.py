@@ -1,12 +1,11 @@
 """Fashion-IQ: triplets and per-category galleries, with honest handling of missing images."""
-import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
-from mmengine.logging import MMLogger, print_log
+from mmengine.logging import print_log
 
 from ssn_plugin.registry import DATASETS
-from .base import BaseCIRDataset, MissingImages, load_json
+from .base import BaseCIRDataset, check_record, load_json, report_missing
 
 FIQ_LAYOUT = """\
     data_root/
@@ -15,12 +14,6 @@ FIQ_LAYOUT = """\
     └── images/<ASIN>.png"""
 
 GALLERY_PROTOCOLS = ('original', 'val-split')
-
-
-def default_report_dir() -> str:
-    """The current run's log directory (inside the work dir), else the working directory."""
-    log_file = getattr(MMLogger.get_current_instance(), 'log_file', None)
-    return osp.dirname(log_file) if log_file else os.getcwd()
 
 
 @DATASETS.register_module()
@@ -71,6 +64,7 @@ class FashionIQ(BaseCIRDataset):
     SPLITS = ('train', 'val', 'test')
     CATEGORIES = ('dress', 'shirt', 'toptee')
     LAYOUT = FIQ_LAYOUT
+    META_KEYS = BaseCIRDataset.META_KEYS + ('category', 'gallery_range')
 
     def __init__(self,
                  data_root: str,
@@ -102,13 +96,13 @@ class FashionIQ(BaseCIRDataset):
         self.img_ext = img_ext
         self.skip_missing = skip_missing
         self.check_images = check_images
-        self.report_dir = report_dir
         self.has_targets = split != 'test'
         self.missing_summary: Dict[str, dict] = {}
         metainfo = dict(kwargs.pop('metainfo', None) or {}, split=split,
                         categories=self.categories, gallery_protocol=gallery_protocol)
         super().__init__(data_root=data_root, pipeline=pipeline,
-                         gallery_pipeline=gallery_pipeline, metainfo=metainfo, **kwargs)
+                         gallery_pipeline=gallery_pipeline, metainfo=metainfo,
+                         report_dir=report_dir, **kwargs)
 
     def caption_file(self, category: str) -> str:
         return osp.join(self.data_root, 'captions', f'cap.{category}.{self.split}.json')
@@ -127,16 +121,13 @@ class FashionIQ(BaseCIRDataset):
             raise ValueError(f'{caption_file}: expected a list of records')
         if not (isinstance(split, list) and all(isinstance(a, str) for a in split)):
             raise ValueError(f'{self.split_file(category)}: expected a list of image ids')
-        required = ('candidate', 'captions') + (('target', ) if self.has_targets else ())
+        required = dict(candidate=str, captions=list)
+        if self.has_targets:
+            required['target'] = str
         in_split = set(split)
         for i, record in enumerate(records):
             where = f'{caption_file}, record {i}'
-            if not isinstance(record, dict):
-                raise ValueError(f'{where}: expected a JSON object')
-            for key in required:
-                if key not in record:
-                    raise ValueError(f'{where}: missing key {key!r}; a {self.split} record '
-                                     f'needs {list(required)}')
+            check_record(record, required, where, self.split)
             caps = record['captions']
             if not (isinstance(caps, list) and len(caps) == 2
                     and all(isinstance(c, str) for c in caps)):
@@ -184,10 +175,10 @@ class FashionIQ(BaseCIRDataset):
                     captions=list(record['captions']),
                     ref_name=record['candidate'],
                     ref_img_path=self.image_path(record['candidate']),
-                    ref_idx=index[record['candidate']],
+                    ref_index=index[record['candidate']],
                     tgt_name=target,
                     tgt_img_path=self.image_path(target) if target else None,
-                    tgt_idx=index[target] if target else -1,
+                    target_index=index[target] if target else -1,
                     gallery_range=gallery_range))
             self.missing_summary[category] = dict(
                 queries=len(records) - dropped, dropped_queries=dropped,
@@ -198,23 +189,6 @@ class FashionIQ(BaseCIRDataset):
         return data_list
 
     def _report_missing(self, missing: Dict[str, Dict[str, str]], per_category) -> None:
-        total = sum(len(m) for m in missing.values())
-        if not total:
-            return
-        report_dir = self.report_dir or default_report_dir()
-        os.makedirs(report_dir, exist_ok=True)
-        report = osp.join(report_dir, f'missing_images_fashioniq_{self.split}.txt')
-        with open(report, 'w') as f:
-            for category, lost in missing.items():
-                for name, path in sorted(lost.items()):
-                    f.write(f'{category}\t{name}\t{path}\n')
-        counts = ', '.join(f'{c}: {len(m)} of {len(per_category[c][1])}'
-                           for c, m in missing.items())
-        if not self.skip_missing:
-            raise MissingImages(
-                f'Fashion-IQ {self.split}: {total} images are missing ({counts}); the full list '
-                f'is in {report}.\nExpected layout:\n{FIQ_LAYOUT}\nPass skip_missing=True to '
-                'drop the affected triplets and gallery images (counted in the log and in the '
-                'results table).')
-        print_log(f'Fashion-IQ {self.split}: skip_missing=True, {total} images are missing '
-                  f'({counts}); the list is in {report}.', logger='current')
+        report_missing(missing, {c: len(split) for c, (_, split) in per_category.items()},
+                       f'Fashion-IQ {self.split}', FIQ_LAYOUT, self.skip_missing,
+                       self.report_file('fashioniq'))

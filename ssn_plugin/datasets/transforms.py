@@ -180,37 +180,50 @@ def pil_to_uint8_tensor(image: Union[Image.Image, np.ndarray]) -> torch.Tensor:
 
 @TRANSFORMS.register_module()
 class PackCIRInputs(BaseTransform):
-    """Pack images into ``inputs`` and everything else into a data sample.
+    """Pack images into ``inputs`` and the sample's metadata into a data sample.
 
     Required keys: the image keys that are present. Added keys: ``inputs`` (dict of uint8
     tensors [3, H, W], one per loaded image key), ``data_samples`` (``BaseDataElement`` whose
-    metainfo holds ``meta_keys`` found in the sample).
+    metainfo holds the ``meta_keys`` found in the sample).
 
     Args:
         keys (Sequence[str]): Image keys to pack. Defaults to ``IMAGE_KEYS``.
-        meta_keys (Sequence[str]): Sample fields copied to the data sample's metainfo.
+        meta_keys (Sequence[str], optional): Sample fields copied to the data sample. None
+            (the recipes' choice) means the keys the dataset declares: a
+            :class:`~ssn_plugin.datasets.BaseCIRDataset` fills in its ``META_KEYS`` (queries,
+            triplets) or ``GALLERY_META_KEYS`` (gallery images) with :func:`fill_meta_keys`;
+            left None outside a dataset, nothing but the images is packed. Defaults to None.
     """
 
-    def __init__(self,
-                 keys: Sequence[str] = IMAGE_KEYS,
-                 meta_keys: Sequence[str] = ('text', 'pairid', 'ref_idx', 'tgt_idx',
-                                             'subset_idx', 'gallery_idx', 'group',
-                                             'sample_idx', 'ref_img_path', 'tgt_img_path',
-                                             'img_path', 'name', 'category', 'gallery_range',
-                                             'ref_name', 'tgt_name')):
+    def __init__(self, keys: Sequence[str] = IMAGE_KEYS,
+                 meta_keys: Optional[Sequence[str]] = None):
         self.keys = tuple(keys)
-        self.meta_keys = tuple(meta_keys)
+        self.meta_keys = None if meta_keys is None else tuple(meta_keys)
 
     def transform(self, results: dict) -> dict:
         inputs = {key: pil_to_uint8_tensor(results[key]) for key in _present(results, self.keys)}
         if not inputs:
             raise KeyError(f'PackCIRInputs found none of the image keys {self.keys} loaded '
                            'in the sample; is LoadCIRImages in the pipeline?')
-        meta = {key: results[key] for key in self.meta_keys if key in results}
+        meta = {key: results[key] for key in self.meta_keys or () if key in results}
         return dict(inputs=inputs, data_samples=BaseDataElement(metainfo=meta))
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(keys={self.keys}, meta_keys={self.meta_keys})'
+
+
+def fill_meta_keys(transforms: Sequence, meta_keys: Sequence[str]) -> int:
+    """Give every :class:`PackCIRInputs` whose ``meta_keys`` is unset the dataset's keys.
+
+    Returns:
+        int: how many transforms were filled in.
+    """
+    filled = 0
+    for transform in transforms:
+        if isinstance(transform, PackCIRInputs) and transform.meta_keys is None:
+            transform.meta_keys = tuple(meta_keys)
+            filled += 1
+    return filled
 
 
 def _strip(caption: str) -> str:

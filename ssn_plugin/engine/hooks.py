@@ -16,7 +16,7 @@ def encode_gallery(runner, dataset, batch_size: int, num_workers: int = 0):
     """Encode a gallery dataset with ``runner.model`` on every rank; gather on rank 0.
 
     Each rank encodes its share (``DefaultSampler``, no shuffle); the features are collected
-    with their ``gallery_idx`` and written into a [G, D] tensor by index, so the sampler's
+    with their ``gallery_index`` and written into a [G, D] tensor by index, so the sampler's
     padded duplicates overwrite themselves instead of being counted twice.
 
     Returns:
@@ -34,7 +34,7 @@ def encode_gallery(runner, dataset, batch_size: int, num_workers: int = 0):
     with torch.no_grad():
         for data in loader:
             for sample in model.test_step(data):
-                records.append((sample.gallery_idx, sample.gallery_feat.float().cpu()))
+                records.append((sample.gallery_index, sample.gallery_feat.float().cpu()))
     model.train(was_training)
     gathered = collect_results(records, len(dataset), device='cpu')
     if get_rank() != 0:

@@ -51,18 +51,48 @@ def rank_gallery(query_feats: torch.Tensor,
         ``subset_target_rank`` [N] (if ``subset_index`` and ``target_index``; -1 where the
         target is not in the subset or unknown).
     """
-    num_query, num_gallery = query_feats.shape[0], gallery_feats.shape[0]
+    gallery = _checked_features(query_feats, gallery_feats)
+    num_query, num_gallery, device = query_feats.shape[0], gallery.shape[0], gallery.device
+    target_index, exclude_index, subset_index = _checked_indices(
+        num_query, num_gallery, device, target_index, exclude_index, subset_index)
+    num_left = num_gallery - (0 if exclude_index is None else 1)
+    if topk > num_left:
+        raise ValueError(f'topk={topk} exceeds the {num_left} rankable gallery items')
+
+    wanted = dict(target_rank=target_index is not None, topk_index=topk > 0,
+                  topk_score=topk > 0, subset_order=subset_index is not None,
+                  subset_target_rank=subset_index is not None and target_index is not None)
+    outputs = {key: [] for key, on in wanted.items() if on}
+    rows = max(1, chunk_elems // max(num_gallery, 1))
+    for start in range(0, num_query, rows):
+        part = slice(start, min(start + rows, num_query))
+        chunk = _rank_chunk(query_feats[part].to(torch.float32) @ gallery.t(),
+                            *(None if i is None else i[part]
+                              for i in (target_index, exclude_index, subset_index)), topk)
+        for key in outputs:
+            outputs[key].append(chunk[key])
+    return {key: torch.cat(value) if value else torch.empty(0, dtype=torch.long, device=device)
+            for key, value in outputs.items()}
+
+
+def _checked_features(query_feats: torch.Tensor, gallery_feats: torch.Tensor) -> torch.Tensor:
+    """The gallery in float32 on the queries' device, after the shape and finiteness checks."""
     if query_feats.shape[1:] != gallery_feats.shape[1:]:
         raise ValueError(f'query features {tuple(query_feats.shape)} and gallery features '
                          f'{tuple(gallery_feats.shape)} differ in width')
-    device = query_feats.device
-    gallery = gallery_feats.to(device=device, dtype=torch.float32)
+    gallery = gallery_feats.to(device=query_feats.device, dtype=torch.float32)
     # A NaN similarity compares False with everything, which would rank every target first.
     for name, feats in (('query', query_feats), ('gallery', gallery)):
         bad = ~torch.isfinite(feats).all(dim=-1)
         if bad.any():
             raise ValueError(f'{int(bad.sum())} {name} features are not finite (first rows: '
                              f'{bad.nonzero().flatten()[:10].tolist()}); did training diverge?')
+    return gallery
+
+
+def _checked_indices(num_query: int, num_gallery: int, device, target_index, exclude_index,
+                     subset_index) -> tuple:
+    """The index arguments as long tensors, checked for shape, range and clashes."""
 
     def as_index(index, name, shape):
         if index is None:
@@ -84,48 +114,34 @@ def rank_gallery(query_feats: torch.Tensor,
         if clash.any():
             raise ValueError(f'queries {clash.nonzero().flatten().tolist()[:10]} exclude '
                              'their own target from the ranking')
-    num_left = num_gallery - (0 if exclude_index is None else 1)
-    if topk > num_left:
-        raise ValueError(f'topk={topk} exceeds the {num_left} rankable gallery items')
+    return target_index, exclude_index, subset_index
 
-    requested = [('target_rank', target_index is not None), ('topk_index', topk > 0),
-                 ('topk_score', topk > 0),
-                 ('subset_order', subset_index is not None),
-                 ('subset_target_rank', subset_index is not None and target_index is not None)]
-    outputs = {key: [] for key, wanted in requested if wanted}
-    rows = max(1, chunk_elems // max(num_gallery, 1))
-    for start in range(0, num_query, rows):
-        stop = min(start + rows, num_query)
-        scores = query_feats[start:stop].to(torch.float32) @ gallery.t()
-        ar = torch.arange(stop - start, device=device)
-        if exclude_index is not None:
-            excl = exclude_index[start:stop]
-            has = excl >= 0
-            scores[ar[has], excl[has]] = float('-inf')
-        target_scores = None
-        if target_index is not None:
-            tgt = target_index[start:stop]
-            target_scores = scores[ar, tgt.clamp(min=0)].unsqueeze(1)
-            rank = (scores > target_scores).sum(dim=1)
-            outputs['target_rank'].append(torch.where(tgt >= 0, rank, -1))
-        if topk:
-            best = scores.topk(topk, dim=1)
-            outputs['topk_index'].append(best.indices)
-            outputs['topk_score'].append(best.values)
-        if subset_index is not None:
-            members = subset_index[start:stop]
-            member_scores = scores.gather(1, members)
-            order = member_scores.argsort(dim=1, descending=True, stable=True)
-            ordered = members.gather(1, order)
-            dropped = torch.isinf(member_scores.gather(1, order))
-            outputs['subset_order'].append(torch.where(dropped, -1, ordered))
-            if target_scores is not None:
-                tgt = target_index[start:stop]
-                in_subset = (members == tgt.unsqueeze(1)).any(dim=1) & (tgt >= 0)
-                rank = (member_scores > target_scores).sum(dim=1)
-                outputs['subset_target_rank'].append(torch.where(in_subset, rank, -1))
-    return {key: torch.cat(value) if value else torch.empty(0, dtype=torch.long, device=device)
-            for key, value in outputs.items()}
+
+def _rank_chunk(scores: torch.Tensor, target, exclude, subset, topk: int) -> dict:
+    """Every requested output for one chunk of queries; ``scores`` [n, G] is modified."""
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    out = {}
+    if exclude is not None:
+        has = exclude >= 0
+        scores[rows[has], exclude[has]] = float('-inf')
+    target_scores = None
+    if target is not None:
+        target_scores = scores[rows, target.clamp(min=0)].unsqueeze(1)
+        rank = (scores > target_scores).sum(dim=1)
+        out['target_rank'] = torch.where(target >= 0, rank, -1)
+    if topk:
+        best = scores.topk(topk, dim=1)
+        out['topk_index'], out['topk_score'] = best.indices, best.values
+    if subset is not None:
+        member_scores = scores.gather(1, subset)
+        order = member_scores.argsort(dim=1, descending=True, stable=True)
+        dropped = torch.isinf(member_scores.gather(1, order))
+        out['subset_order'] = torch.where(dropped, -1, subset.gather(1, order))
+        if target_scores is not None:
+            in_subset = (subset == target.unsqueeze(1)).any(dim=1) & (target >= 0)
+            rank = (member_scores > target_scores).sum(dim=1)
+            out['subset_target_rank'] = torch.where(in_subset, rank, -1)
+    return out
 
 
 def recall_at_k(ranks: torch.Tensor, k: int) -> float:

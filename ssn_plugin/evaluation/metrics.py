@@ -18,6 +18,7 @@ from mmengine.logging import print_log
 from prettytable import PrettyTable
 
 from ssn_plugin.registry import METRICS
+from ssn_plugin.visualization import draw_retrieval_grid
 from .functional import (DEFAULT_CHUNK_ELEMS, cirr_recalls_from_ranks, fashioniq_recalls,
                          rank_gallery, recalls_by_group)
 
@@ -26,7 +27,21 @@ CIRR_SERVER_MAX_BYTES = 5 * 1024 * 1024
 
 
 class GalleryMetric(BaseMetric):
-    """A metric that ranks a gallery set by :meth:`set_gallery` before ``evaluate``."""
+    """A metric that ranks queries against a gallery set by :meth:`set_gallery`.
+
+    The contract between dataset, hook, model and metric:
+
+    * the gallery: :class:`~ssn_plugin.engine.GalleryFeatureHook` calls :meth:`set_gallery`
+      before each validation/test with the [G, D] features of the evaluation dataset's
+      ``gallery_dataset()`` (row i = ``dataset.gallery[i]``), the gallery names and paths;
+    * each query: ``process`` reads the data-sample fields in :attr:`READS` (``query_feat`` is
+      set by the model's ``predict``; the rest are item keys the dataset packs, its
+      ``META_KEYS``) and, with ``show_dir``, those in :attr:`SHOW_READS`.
+      ``ref_index``/``target_index`` are gallery rows, -1 where unknown.
+    """
+
+    READS = ('query_feat', 'ref_index', 'target_index')
+    SHOW_READS = ('ref_img_path', 'text', 'tgt_name', 'sample_idx')
 
     def __init__(self, chunk_elems: int = DEFAULT_CHUNK_ELEMS, show_dir: Optional[str] = None,
                  show_num: int = 8, show_topk: int = 5, collect_device: str = 'cpu',
@@ -52,7 +67,7 @@ class GalleryMetric(BaseMetric):
         for sample in data_samples:
             self.results.append(dict(
                 query_feat=sample['query_feat'].detach().float().cpu(),
-                ref_idx=sample['ref_idx'], tgt_idx=sample['tgt_idx'],
+                ref_index=sample['ref_index'], target_index=sample['target_index'],
                 **self._record(sample), **self._show_record(sample)))
 
     def _record(self, sample: dict) -> dict:
@@ -63,13 +78,10 @@ class GalleryMetric(BaseMetric):
         """What a retrieval picture needs (recorded only when ``show_dir`` is set)."""
         if not self.show_dir:
             return {}
-        return dict(ref_img_path=sample.get('ref_img_path'), text=sample.get('text'),
-                    tgt_name=sample.get('tgt_name'), sample_idx=sample.get('sample_idx'))
+        return {key: sample.get(key) for key in self.SHOW_READS}
 
     def _show(self, topk_rows: Sequence[tuple]) -> None:
         """Write a retrieval grid per query (reference, text, top-k, ground truth framed)."""
-        # Imported here: ssn_plugin.apis imports the evaluation package itself.
-        from ssn_plugin.apis.visualize import draw_retrieval_grid
         if self.gallery_paths is None:
             raise RuntimeError('showing results needs the gallery image paths')
         os.makedirs(self.show_dir, exist_ok=True)
@@ -88,7 +100,7 @@ class GalleryMetric(BaseMetric):
         rows = []
         for record in results[:self.show_num]:
             start, stop = record[offset_key] if offset_key else (0, gallery.shape[0])
-            excl = torch.tensor([record['ref_idx'] - start]) if exclude else None
+            excl = torch.tensor([record['ref_index'] - start]) if exclude else None
             rankable = stop - start - (1 if exclude else 0)
             ranked = rank_gallery(record['query_feat'][None], gallery[start:stop],
                                   exclude_index=excl, topk=min(self.show_topk, rankable))
@@ -146,7 +158,7 @@ class CIRRMetric(GalleryMetric):
     """CIRR Recall@{1,5,10,50}, Recall_subset@{1,2,3} and Avg (spec 5.2), and the
     test-server export (spec 5.4).
 
-    Reads per query ``query_feat``, ``pairid``, ``ref_idx``, ``tgt_idx`` and ``subset_idx``
+    Reads per query ``query_feat``, ``pairid``, ``ref_index``, ``target_index`` and ``subset_index``
     from the data samples. Keys: ``cirr/R@1`` ... ``cirr/Rsubset@3``, ``cirr/Avg`` (use
     ``save_best='cirr/Avg'``). On a split without targets (test1) no recall exists; set
     ``export_dir`` to write the submission files.
@@ -171,6 +183,7 @@ class CIRRMetric(GalleryMetric):
     """
 
     default_prefix = 'cirr'
+    READS = GalleryMetric.READS + ('pairid', 'subset_index', 'group')
     EXPORT_TOPK = 50
     EXPORT_SUBSET_TOPK = 3
 
@@ -184,50 +197,64 @@ class CIRRMetric(GalleryMetric):
         self.export_name = export_name
 
     def _record(self, sample: dict) -> dict:
-        return dict(pairid=sample['pairid'], subset_idx=torch.as_tensor(sample['subset_idx']),
+        return dict(pairid=sample['pairid'], subset_index=torch.as_tensor(sample['subset_index']),
                     group=sample.get('group'))
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         gallery = self._require_gallery()
-        target = torch.as_tensor([r['tgt_idx'] for r in results])
-        has_targets = bool((target >= 0).all())
-        if not has_targets and self.export_dir is None:
-            raise ValueError('CIRRMetric: this split has no targets (CIRR test1), so no recall '
-                             'can be computed; set export_dir to write the test-server files.')
-        ranked = rank_gallery(
-            self._stack(results, 'query_feat'), gallery,
-            target_index=target if has_targets else None,
-            exclude_index=torch.as_tensor([r['ref_idx'] for r in results]),
-            subset_index=self._stack(results, 'subset_idx'),
-            topk=min(self.EXPORT_TOPK, gallery.shape[0] - 1) if self.export_dir else 0,
-            chunk_elems=self.chunk_elems)
-        metrics = {}
-        if has_targets:
-            metrics = cirr_recalls_from_ranks(ranked['target_rank'],
-                                              ranked['subset_target_rank'], self.topk,
-                                              self.subset_topk)
-            self._log_table(f'CIRR recall (%) of {len(results)} queries, gallery of '
-                            f'{gallery.shape[0]} images, reference removed:',
-                            list(metrics), list(metrics.values()))
-            if all(r['group'] is not None for r in results):
-                metrics.update(self._group_breakdown(results, ranked))
+        has_targets = self._has_targets(results)
+        ranked = self._rank(results, gallery, has_targets)
+        metrics = self._recalls(results, ranked, gallery.shape[0]) if has_targets else {}
         if self.export_dir:
-            if gallery.shape[0] - 1 < self.EXPORT_TOPK:
-                print_log(f'The gallery has {gallery.shape[0]} images: the exported lists hold '
-                          f'{gallery.shape[0] - 1} names, not the {self.EXPORT_TOPK} the CIRR '
-                          'server expects.', logger='current', level=logging.WARNING)
-            names = self.gallery_names
-            top = [[names[i] for i in row] for row in ranked['topk_index'].tolist()]
-            subset = [[names[i] for i in row if i >= 0][:self.EXPORT_SUBSET_TOPK]
-                      for row in ranked['subset_order'].tolist()]
-            paths = write_cirr_submission(self.export_dir, self.export_name,
-                                          [r['pairid'] for r in results], top, subset)
-            print_log(f'CIRR submission files for {len(results)} queries: {paths}',
-                      logger='current')
-            metrics['exported_queries'] = float(len(results))
+            metrics['exported_queries'] = float(self._export(results, ranked))
         if self.show_dir:
             self._show(self._show_topk(results, gallery, exclude=True))
         return metrics
+
+    def _has_targets(self, results: List[dict]) -> bool:
+        has_targets = all(r['target_index'] >= 0 for r in results)
+        if not has_targets and self.export_dir is None:
+            raise ValueError('CIRRMetric: this split has no targets (CIRR test1), so no recall '
+                             'can be computed; set export_dir to write the test-server files.')
+        return has_targets
+
+    def _rank(self, results: List[dict], gallery: torch.Tensor, has_targets: bool) -> dict:
+        """Target ranks (reference removed), subset order and, to export, the top-50."""
+        target = torch.as_tensor([r['target_index'] for r in results])
+        return rank_gallery(
+            self._stack(results, 'query_feat'), gallery,
+            target_index=target if has_targets else None,
+            exclude_index=torch.as_tensor([r['ref_index'] for r in results]),
+            subset_index=self._stack(results, 'subset_index'),
+            topk=min(self.EXPORT_TOPK, gallery.shape[0] - 1) if self.export_dir else 0,
+            chunk_elems=self.chunk_elems)
+
+    def _recalls(self, results: List[dict], ranked: dict, gallery_size: int) -> dict:
+        """Recall@K, Recall_subset@K and Avg, logged; per group when the queries have one."""
+        metrics = cirr_recalls_from_ranks(ranked['target_rank'], ranked['subset_target_rank'],
+                                          self.topk, self.subset_topk)
+        self._log_table(f'CIRR recall (%) of {len(results)} queries, gallery of '
+                        f'{gallery_size} images, reference removed:',
+                        list(metrics), list(metrics.values()))
+        if all(r['group'] is not None for r in results):
+            metrics.update(self._group_breakdown(results, ranked))
+        return metrics
+
+    def _export(self, results: List[dict], ranked: dict) -> int:
+        """Write the test-server files; returns the number of queries exported."""
+        names = self.gallery_names
+        if len(names) - 1 < self.EXPORT_TOPK:
+            print_log(f'The gallery has {len(names)} images: the exported lists hold '
+                      f'{len(names) - 1} names, not the {self.EXPORT_TOPK} the CIRR server '
+                      'expects.', logger='current', level=logging.WARNING)
+        top = [[names[i] for i in row] for row in ranked['topk_index'].tolist()]
+        subset = [[names[i] for i in row if i >= 0][:self.EXPORT_SUBSET_TOPK]
+                  for row in ranked['subset_order'].tolist()]
+        paths = write_cirr_submission(self.export_dir, self.export_name,
+                                      [r['pairid'] for r in results], top, subset)
+        print_log(f'CIRR submission files for {len(results)} queries: {paths}',
+                  logger='current')
+        return len(results)
 
     def _group_breakdown(self, results: List[dict], ranked: dict) -> Dict[str, float]:
         """Recall per query group (the dataset's ``group_key``), logged and returned as
@@ -269,6 +296,7 @@ class FashionIQMetric(GalleryMetric):
     """
 
     default_prefix = 'fiq'
+    READS = GalleryMetric.READS + ('category', 'gallery_range')
     ORDER = ('dress', 'shirt', 'toptee')
 
     def __init__(self, topk: Sequence[int] = (10, 50), **kwargs):
@@ -280,7 +308,7 @@ class FashionIQMetric(GalleryMetric):
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         gallery = self._require_gallery()
-        if any(r['tgt_idx'] < 0 for r in results):
+        if any(r['target_index'] < 0 for r in results):
             raise ValueError('FashionIQMetric needs targets; the test split has none.')
         present = {r['category'] for r in results}
         categories = [c for c in self.ORDER if c in present] + sorted(present - set(self.ORDER))
@@ -288,7 +316,7 @@ class FashionIQMetric(GalleryMetric):
         for category in categories:
             rows = [r for r in results if r['category'] == category]
             start, stop = rows[0]['gallery_range']
-            target = torch.as_tensor([r['tgt_idx'] for r in rows]) - start
+            target = torch.as_tensor([r['target_index'] for r in rows]) - start
             recalls = fashioniq_recalls(self._stack(rows, 'query_feat'), gallery[start:stop],
                                         target, self.topk, self.chunk_elems)
             metrics.update({f'{category}_{k}': v for k, v in recalls.items()})

@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TINY_CLIP, tiny_ssn_cfg, \
     write_image
 from ssn_plugin.apis import CIRRetriever, draw_retrieval_grid
-from ssn_plugin.apis.visualize import BORDER, LABEL_HEIGHT, QUERY_COLOUR, TRUTH_COLOUR
+from ssn_plugin.visualization import BORDER, LABEL_HEIGHT, QUERY_COLOUR, TRUTH_COLOUR
 from ssn_plugin.datasets import CIRR
 from ssn_plugin.evaluation import CIRRMetric
 from ssn_plugin.registry import MODELS

@@ -56,9 +56,9 @@ def test_val_loads_completely(real_cirr):
         item, record = dataset.get_data_info(i), records[i]
         assert item['pairid'] == record['pairid']
         assert item['text'] == record['caption']
-        assert names[item['ref_idx']] == record['reference']
-        assert names[item['tgt_idx']] == record['target_hard']
-        assert [names[j] for j in item['subset_idx']] == record['img_set']['members']
+        assert names[item['ref_index']] == record['reference']
+        assert names[item['target_index']] == record['target_hard']
+        assert [names[j] for j in item['subset_index']] == record['img_set']['members']
         assert item['ref_img_path'].endswith(osp.join('dev', record['reference'] + '.png'))
     # Gallery order = split file order.
     split = json.load(open(osp.join(real_cirr, 'cirr', 'image_splits', 'split.rc2.val.json')))
@@ -68,7 +68,7 @@ def test_val_loads_completely(real_cirr):
     assert sample['inputs']['ref_img'].dtype == torch.uint8
     assert sample['data_samples'].text == records[0]['caption']
     gallery = dataset.gallery_dataset()
-    assert len(gallery) == 2297 and gallery[5]['data_samples'].gallery_idx == 5
+    assert len(gallery) == 2297 and gallery[5]['data_samples'].gallery_index == 5
 
 
 def test_test1_loads_for_inference(real_cirr):
@@ -77,7 +77,7 @@ def test_test1_loads_for_inference(real_cirr):
     items = {dataset.get_data_info(i)['pairid']: dataset.get_data_info(i)
              for i in range(len(dataset))}
     assert items[27098]['text'] == ' '  # the empty caption loads as it is
-    assert all(it['tgt_idx'] == -1 and it['tgt_img_path'] is None for it in items.values())
+    assert all(it['target_index'] == -1 and it['tgt_img_path'] is None for it in items.values())
     assert dataset[0]['inputs']['ref_img'].shape == (3, 32, 32)
 
 
@@ -134,8 +134,11 @@ def test_missing_images_error_then_skip(tmp_path, tiny_cirr):
     os.remove(osp.join(root, val['rels'][missing_name]))
     with pytest.raises(MissingImages, match=r'1 of 24 referenced images are missing.*'
                        + missing_name + r'[\s\S]*skip_missing=True'):
-        CIRR(root, 'val')
-    dataset = CIRR(root, 'val', skip_missing=True)
+        CIRR(root, 'val', report_dir=str(tmp_path / 'logs'))
+    # The same reporter as Fashion-IQ: the full list is written next to the logs.
+    listed = (tmp_path / 'logs' / 'missing_images_cirr_val.txt').read_text().splitlines()
+    assert [line.split('\t')[:2] for line in listed] == [['val', missing_name]]
+    dataset = CIRR(root, 'val', skip_missing=True, report_dir=str(tmp_path / 'logs'))
     affected = [r['pairid'] for r in val['records']
                 if missing_name in (r['reference'], r['target_hard'], *r['img_set']['members'])]
     assert dataset.dropped_pairids == affected
@@ -145,8 +148,8 @@ def test_missing_images_error_then_skip(tmp_path, tiny_cirr):
     for i in range(len(dataset)):
         item = dataset.get_data_info(i)
         record = next(r for r in val['records'] if r['pairid'] == item['pairid'])
-        assert names[item['tgt_idx']] == record['target_hard']
-        assert names[item['ref_idx']] == record['reference']
+        assert names[item['target_index']] == record['target_hard']
+        assert names[item['ref_index']] == record['reference']
 
 
 def test_unreadable_image_names_the_file(tiny_cirr):

@@ -49,15 +49,15 @@ def test_all_categories_and_splits_load(real_fiq, split):
         record = json.load(open(dataset.caption_file('dress')))[0]
         start, stop = item['gallery_range']
         assert (start, stop) == (0, 3817)
-        assert dataset.gallery_names[item['ref_idx']] == record['candidate']
-        assert dataset.gallery_names[item['tgt_idx']] == record['target']
+        assert dataset.gallery_names[item['ref_index']] == record['candidate']
+        assert dataset.gallery_names[item['target_index']] == record['target']
         assert item['captions'] == record['captions']
         last = dataset.get_data_info(len(dataset) - 1)
         assert last['category'] == 'toptee' and last['gallery_range'] == (
             3817 + 6346, 3817 + 6346 + 5373)
-        assert start <= item['tgt_idx'] < stop
+        assert start <= item['target_index'] < stop
     if split == 'test':
-        assert all(dataset.get_data_info(i)['tgt_idx'] == -1 for i in range(0, 6000, 500))
+        assert all(dataset.get_data_info(i)['target_index'] == -1 for i in range(0, 6000, 500))
 
 
 def test_val_split_protocol_shrinks_the_gallery(real_fiq):
@@ -72,7 +72,7 @@ def test_val_split_protocol_shrinks_the_gallery(real_fiq):
     for i in range(0, len(dataset), 97):
         item = dataset.get_data_info(i)
         record = json.load(open(dataset.caption_file(item['category'])))[item['record_idx']]
-        assert names[item['tgt_idx']] == record['target']
+        assert names[item['target_index']] == record['target']
 
 
 def test_bad_arguments(real_fiq):
@@ -112,8 +112,8 @@ def test_missing_images_error_then_skip(tmp_path, real_fiq):
             if asin not in gone:
                 os.symlink(osp.join(real_fiq, 'standin.png'), root / 'images' / f'{asin}.png')
     report_dir = tmp_path / 'work'
-    with pytest.raises(MissingImages, match=r'3 images are missing \(dress: 0 of 3817, '
-                       r'shirt: 3 of 6346\)'):
+    with pytest.raises(MissingImages, match=r'3 of \d+ referenced images are missing '
+                       r'\(dress: 0 of 3817, shirt: 3 of 6346\)'):
         FashionIQ(str(root), 'val', categories=('dress', 'shirt'), report_dir=str(report_dir))
     listed = (report_dir / 'missing_images_fashioniq_val.txt').read_text().splitlines()
     assert sorted(line.split('\t')[1] for line in listed) == sorted(gone)

@@ -49,7 +49,7 @@ def test_load_and_pack(tmp_path):
     results = LoadCIRImages(keys=('ref_img', 'tgt_img'))(
         dict(ref_img_path=str(path), tgt_img_path=None, text='t', pairid=3))
     assert results['ref_img_shape'] == (8, 12) and results['tgt_img'] is None
-    packed = PackCIRInputs(keys=('ref_img', 'tgt_img'))(results)
+    packed = PackCIRInputs(keys=('ref_img', 'tgt_img'), meta_keys=('text', 'pairid'))(results)
     assert set(packed['inputs']) == {'ref_img'}
     assert packed['inputs']['ref_img'].shape == (3, 8, 12)
     assert packed['inputs']['ref_img'].dtype == torch.uint8

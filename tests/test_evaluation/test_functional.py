@@ -83,11 +83,11 @@ def test_cirr_recalls_match_clip4cir_on_real_val_annotations(chunk_elems):
     refs = [r['reference'] for r in records]
     targets = [r['target_hard'] for r in records]
     members = [r['img_set']['members'] for r in records]
-    ref_idx = torch.tensor([index[n] for n in refs])
-    tgt_idx = torch.tensor([index[n] for n in targets])
+    ref_index = torch.tensor([index[n] for n in refs])
+    target_index = torch.tensor([index[n] for n in targets])
     # Queries near their targets, so that recalls are neither 0 nor 100.
-    query = F.normalize(gallery[tgt_idx] + 1.2 * torch.randn(len(records), 16), dim=-1)
-    ours = cirr_recalls(query, gallery, ref_idx, tgt_idx,
+    query = F.normalize(gallery[target_index] + 1.2 * torch.randn(len(records), 16), dim=-1)
+    ours = cirr_recalls(query, gallery, ref_index, target_index,
                         torch.tensor([[index[m] for m in ms] for ms in members]),
                         chunk_elems=chunk_elems)
     expected = clip4cir_cirr_reference(query, gallery, names, refs, targets, members)

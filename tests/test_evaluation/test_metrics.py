@@ -19,7 +19,7 @@ def features_for(dataset, dim=16, noise=1.0, seed=0):
     queries = []
     for i in range(len(dataset)):
         item = dataset.get_data_info(i)
-        anchor = gallery[item['tgt_idx']] if item['tgt_idx'] >= 0 else gallery[item['ref_idx']]
+        anchor = gallery[item['target_index']] if item['target_index'] >= 0 else gallery[item['ref_index']]
         queries.append(F.normalize(anchor + noise * torch.randn(dim, generator=g), dim=-1))
     return torch.stack(queries), gallery
 
@@ -30,8 +30,8 @@ def run_metric(metric, dataset, queries, gallery):
     for i in range(len(dataset)):
         item = dataset.get_data_info(i)
         samples.append(dict(query_feat=queries[i], pairid=item['pairid'],
-                            ref_idx=item['ref_idx'], tgt_idx=item['tgt_idx'],
-                            subset_idx=item['subset_idx']))
+                            ref_index=item['ref_index'], target_index=item['target_index'],
+                            subset_index=item['subset_index']))
     for start in range(0, len(samples), 32):
         metric.process(None, samples[start:start + 32])
     return metric.evaluate(len(samples))
@@ -51,17 +51,17 @@ def test_metric_equals_pure_function(cirr_val):
     queries, gallery = features_for(cirr_val)
     metrics = run_metric(CIRRMetric(), cirr_val, queries, gallery)
     items = [cirr_val.get_data_info(i) for i in range(len(cirr_val))]
-    expected = cirr_recalls(queries, gallery, torch.tensor([it['ref_idx'] for it in items]),
-                            torch.tensor([it['tgt_idx'] for it in items]),
-                            torch.tensor([it['subset_idx'] for it in items]))
+    expected = cirr_recalls(queries, gallery, torch.tensor([it['ref_index'] for it in items]),
+                            torch.tensor([it['target_index'] for it in items]),
+                            torch.tensor([it['subset_index'] for it in items]))
     assert metrics == {f'cirr/{k}': v for k, v in expected.items()}
     assert 0 < metrics['cirr/R@1'] < 100
 
 
 def test_metric_without_gallery_says_which_hook(cirr_val):
     metric = CIRRMetric()
-    metric.process(None, [dict(query_feat=torch.ones(4), pairid=1, ref_idx=0, tgt_idx=1,
-                               subset_idx=[0, 1, 2, 3, 4, 5])])
+    metric.process(None, [dict(query_feat=torch.ones(4), pairid=1, ref_index=0, target_index=1,
+                               subset_index=[0, 1, 2, 3, 4, 5])])
     with pytest.raises(RuntimeError, match='GalleryFeatureHook'):
         metric.evaluate(1)
 
@@ -119,7 +119,7 @@ def test_fashioniq_metric_per_category_and_averages():
         category, (start, stop) = ('dress', (0, 30)) if i < 25 else ('toptee', (30, 50))
         target = start + (i * 7) % (stop - start)
         query = F.normalize(gallery[target] + 0.9 * torch.randn(8), dim=-1)
-        samples.append(dict(query_feat=query, tgt_idx=target, ref_idx=start, category=category,
+        samples.append(dict(query_feat=query, target_index=target, ref_index=start, category=category,
                             gallery_range=(start, stop)))
         per_cat[category].append((query, target - start))
     metric = FashionIQMetric(topk=(1, 5))

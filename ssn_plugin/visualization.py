@@ -1,4 +1,8 @@
-"""Retrieval pictures: the query (reference + text) and its top-k results in one image."""
+"""Retrieval pictures: the query (reference + text) and its top-k results in one image.
+
+Used by the metrics (``tools/test.py --show-dir``) and by :mod:`ssn_plugin.apis`; it imports
+nothing of ssn_plugin, so both can import it.
+"""
 import textwrap
 from typing import Optional, Sequence, Tuple, Union
 
