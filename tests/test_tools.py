@@ -200,11 +200,12 @@ def test_release_recipe_config():
     assert cfg.param_scheduler == dict(type='StepLR', by_epoch=True, step_size=10, gamma=0.1)
     assert cfg.default_hooks.checkpoint.save_best == 'cirr/Avg'
     assert dict(type='GalleryFeatureHook') in cfg.custom_hooks
+    assert cfg.custom_hooks[0] == dict(type='SafeCheckpointLoaderHook')
     assert cfg.val_dataloader.dataset.split == 'val'
 
 
 def test_cpu_distributed_needs_gloo(monkeypatch):
-    from ssn_plugin.engine.dist import init_cpu_process_group
+    from ssn_plugin.cli import init_cpu_process_group
     monkeypatch.setattr('torch.cuda.is_available', lambda: False)
     cfg = Config(dict(launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='nccl'))))
     with pytest.raises(RuntimeError, match='env_cfg.dist_cfg.backend=gloo'):

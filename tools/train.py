@@ -4,10 +4,8 @@ import argparse
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from ssn_plugin.engine import checkpoint_compat
-from ssn_plugin.engine.dist import init_cpu_process_group, shutdown_process_group
-from ssn_plugin.engine.runner_args import (add_runner_args, apply_cfg_options,
-                                           apply_runner_args, parse_runner_args)
+from ssn_plugin.cli import (add_runner_args, apply_cfg_options, apply_runner_args,
+                            init_cpu_process_group, parse_runner_args, shutdown_process_group)
 
 
 def parse_args(argv=None):
@@ -57,7 +55,6 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 def main(argv=None):
     args = parse_args(argv)
-    checkpoint_compat.install()
     cfg = merge_args(Config.fromfile(args.config), args)
     init_cpu_process_group(cfg)
     runner = Runner.from_cfg(cfg)

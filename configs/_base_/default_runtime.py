@@ -8,10 +8,15 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
+# SafeCheckpointLoaderHook makes the Runner load checkpoints with weights_only=True (torch >= 2.4);
 # ImageSizeFromModelHook gives resize transforms left without a size (CLIPResizeCrop()) the
 # model's input resolution; GalleryFeatureHook encodes the evaluation gallery once before each
 # validation / test.
-custom_hooks = [dict(type='ImageSizeFromModelHook'), dict(type='GalleryFeatureHook')]
+custom_hooks = [
+    dict(type='SafeCheckpointLoaderHook'),
+    dict(type='ImageSizeFromModelHook'),
+    dict(type='GalleryFeatureHook'),
+]
 
 env_cfg = dict(
     cudnn_benchmark=False,

@@ -29,6 +29,7 @@ model = dict(
 optim_wrapper = dict(type='AmpOptimWrapper')
 
 custom_hooks = [
+    dict(type='SafeCheckpointLoaderHook'),
     dict(type='ImageSizeFromModelHook'),
     dict(type='GalleryFeatureHook'),
     # The release fine-tunes the vision tower in the first epoch only.

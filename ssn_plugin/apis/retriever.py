@@ -8,13 +8,12 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose
-from mmengine.runner import load_checkpoint
 from mmengine.utils import ProgressBar
 from PIL import Image
 
 from ssn_plugin.datasets.base import BaseCIRDataset, build_pipeline
 from ssn_plugin.datasets.transforms import LoadCIRImages, fill_image_size
-from ssn_plugin.engine import checkpoint_compat
+from ssn_plugin.engine import load_local_checkpoint
 from ssn_plugin.evaluation.functional import rank_gallery
 from ssn_plugin.models.clip_backbone import skip_pretrained_weights
 from ssn_plugin.registry import MODELS
@@ -61,9 +60,7 @@ class CIRRetriever:
             skip_pretrained_weights(model_cfg)
         self.model = MODELS.build(model_cfg)
         if checkpoint is not None:
-            checkpoint_compat.install()
-            load_checkpoint(self.model, checkpoint, map_location='cpu', strict=True,
-                            revise_keys=[(r'^module\.', '')])
+            self._load_weights(checkpoint)
         self.model.to(self.device).eval()
         transforms = build_pipeline(self._gallery_pipeline(cfg))
         fill_image_size(transforms, self.model.image_size)
@@ -73,6 +70,14 @@ class CIRRetriever:
         self.feats: Optional[torch.Tensor] = None
         self._position: dict = {}  # absolute image path -> gallery index
         self._digest: Optional[str] = None
+
+    def _load_weights(self, checkpoint: str) -> None:
+        """Every weight from a ``tools/train.py`` checkpoint (safe loading, DDP prefix off)."""
+        content = load_local_checkpoint(checkpoint, map_location='cpu')
+        state = content.get('state_dict', content)
+        state = {key[len('module.'):] if key.startswith('module.') else key: value
+                 for key, value in state.items()}
+        self.model.load_state_dict(state, strict=True)
 
     @staticmethod
     def _gallery_pipeline(cfg: Config) -> list:
@@ -114,7 +119,7 @@ class CIRRetriever:
         return self.model.data_preprocessor(data, False)['inputs']['img']
 
     @torch.no_grad()
-    def encode_gallery(self, paths: Sequence[str], progress: bool = True) -> torch.Tensor:
+    def encode_images(self, paths: Sequence[str], progress: bool = True) -> torch.Tensor:
         """L2-normalised gallery features [G, D] of image files, in batches."""
         bar = ProgressBar(len(paths)) if progress else None
         feats = []
@@ -149,7 +154,7 @@ class CIRRetriever:
             names = list(paths)
         if not paths:
             raise ValueError(f'empty gallery: no images found in {images!r}')
-        self._set_index(self.encode_gallery(paths, progress=progress), names,
+        self._set_index(self.encode_images(paths, progress=progress), names,
                         [osp.abspath(p) for p in paths])
         return self
 

@@ -1,12 +1,9 @@
-from . import checkpoint_compat
+from .checkpoint import install_checkpoint_loader, load_local_checkpoint
 from .hooks import (FreezeVisionTowerHook, GalleryFeatureHook, ImageSizeFromModelHook,
-                    encode_gallery)
-
-# Registered on import: our hooks are imported whenever a config uses them, and the runner
-# builds hooks before it loads or resumes a checkpoint.
-checkpoint_compat.install()
+                    SafeCheckpointLoaderHook, encode_gallery)
 
 __all__ = [
-    'FreezeVisionTowerHook', 'GalleryFeatureHook', 'ImageSizeFromModelHook', 'encode_gallery',
-    'checkpoint_compat'
+    'FreezeVisionTowerHook', 'GalleryFeatureHook', 'ImageSizeFromModelHook',
+    'SafeCheckpointLoaderHook', 'encode_gallery', 'install_checkpoint_loader',
+    'load_local_checkpoint'
 ]

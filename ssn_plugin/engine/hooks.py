@@ -10,6 +10,7 @@ from mmengine.model import is_model_wrapper
 
 from ssn_plugin.datasets.transforms import fill_image_size
 from ssn_plugin.registry import HOOKS
+from .checkpoint import install_checkpoint_loader
 
 
 def encode_gallery(runner, dataset, batch_size: int, num_workers: int = 0):
@@ -100,6 +101,21 @@ class GalleryFeatureHook(Hook):
 
     def before_test_epoch(self, runner) -> None:
         self._prepare(runner, runner.test_loop)
+
+
+@HOOKS.register_module()
+class SafeCheckpointLoaderHook(Hook):
+    """Load checkpoints through :func:`~ssn_plugin.engine.load_local_checkpoint`.
+
+    ``before_run`` comes before the Runner loads (``load_from``) or resumes a checkpoint, in
+    ``train()`` and ``test()`` alike, so every checkpoint a run reads is loaded with
+    ``weights_only=True`` on any torch version.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_run(self, runner) -> None:
+        install_checkpoint_loader()
 
 
 def _unwrap(model):

@@ -7,7 +7,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from ssn_plugin.engine import checkpoint_compat
+from ssn_plugin.engine import install_checkpoint_loader
 
 
 class Arbitrary:
@@ -15,7 +15,7 @@ class Arbitrary:
 
 
 def test_mmengine_checkpoint_contents_load(tmp_path):
-    checkpoint_compat.install()
+    install_checkpoint_loader()
     buffer = HistoryBuffer()
     buffer.update(1.5)
     ckpt = dict(meta=dict(epoch=1, seed=np.int64(3), lr=np.float64(0.1)),
@@ -34,7 +34,7 @@ def test_mmengine_checkpoint_contents_load(tmp_path):
 
 
 def test_arbitrary_objects_are_still_refused(tmp_path):
-    checkpoint_compat.install()
+    install_checkpoint_loader()
     path = str(tmp_path / 'evil.pth')
     torch.save(dict(obj=Arbitrary()), path)
     with pytest.raises(pickle.UnpicklingError):

@@ -5,9 +5,12 @@ torch 2.6 made ``torch.load(weights_only=True)`` the default. mmengine 0.10.x ca
 hub's ``HistoryBuffer`` with numpy arrays, numpy scalars in ``meta``), so resuming or testing
 a checkpoint that ``tools/train.py`` wrote fails with an "Unsupported global" error.
 
-:func:`install` is the single place we handle it: it replaces mmengine's loader for local
-files by one that keeps ``weights_only=True`` and allows exactly the extra types an mmengine
-checkpoint contains. Arbitrary pickled objects are still refused.
+:func:`install_checkpoint_loader` replaces mmengine's loader for local files by
+:func:`load_local_checkpoint`, which keeps ``weights_only=True`` and allows exactly the extra
+types an mmengine checkpoint contains; arbitrary pickled objects are still refused. One place
+installs it: :class:`~ssn_plugin.engine.SafeCheckpointLoaderHook` (in ``default_runtime.py``),
+before the Runner loads or resumes anything. Code outside a Runner (the retriever) calls
+:func:`load_local_checkpoint` itself.
 """
 import codecs
 import collections
@@ -54,7 +57,7 @@ def _allowing(allowed: list):
     return contextlib.nullcontext()
 
 
-def install() -> None:
+def install_checkpoint_loader() -> None:
     """Make mmengine load local checkpoints through :func:`load_local_checkpoint`.
 
     On every torch version: before 2.6 mmengine's own ``torch.load`` would unpickle anything.
