@@ -46,6 +46,19 @@ class CIRRetriever:
             model's initialisation (for tests). Defaults to None.
         device (str, optional): 'cuda', 'cpu', ...; None picks CUDA when available.
         batch_size (int): Images per forward pass when indexing. Defaults to 32.
+
+    Examples:
+        >>> from ssn_plugin.apis import CIRRetriever
+        >>> retriever = CIRRetriever('configs/demo/ssn_shapes.py',
+        ...                          'work_dirs/ssn_shapes/epoch_12.pth', device='cpu')
+        >>> retriever.index('my_photos/', progress=False).names
+        ['a.png', 'b.png', 'c.png']
+        >>> hits = retriever.query('my_photos/a.png', 'make the red circle blue', topk=2)
+        >>> [name for name, score in hits if name == 'a.png']  # the reference is left out
+        []
+        >>> len(hits), all(-1 <= score <= 1 for _, score in hits)
+        (2, True)
+        >>> retriever.save_index('my_photos.idx')
     """
 
     def __init__(self, config: Union[str, Config], checkpoint: Optional[str] = None,

@@ -56,6 +56,23 @@ class CIRR(BaseCIRDataset):
         **kwargs: Passed to :class:`BaseCIRDataset` (``report_dir``: where the list of missing
             images is written, ``missing_images_cirr_<split>.txt``, default the run's log
             folder) and ``BaseDataset`` (e.g. ``indices``, ``lazy_init``).
+
+    Examples:
+        >>> from ssn_plugin.datasets import CIRR
+        >>> val = CIRR('data/cirr_dataset', 'val', pipeline=[
+        ...     dict(type='LoadCIRImages', keys=('ref_img', )),
+        ...     dict(type='CLIPResizeCrop', size=224, keys=('ref_img', )),
+        ...     dict(type='PackCIRInputs', keys=('ref_img', ))])
+        >>> info = val.get_data_info(0)  # the plain item, before the pipeline
+        >>> sorted(k for k in info if k.endswith('_index'))
+        ['ref_index', 'subset_index', 'target_index']
+        >>> val.gallery_names[info['target_index']] == info['tgt_name']
+        True
+        >>> sample = val[0]  # through the pipeline: uint8 image + the declared META_KEYS
+        >>> sample['inputs']['ref_img'].shape
+        torch.Size([3, 224, 224])
+        >>> sample['data_samples'].text == info['text']
+        True
     """
 
     SPLITS = ('train', 'val', 'test1')

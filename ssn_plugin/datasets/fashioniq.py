@@ -59,6 +59,19 @@ class FashionIQ(BaseCIRDataset):
         report_dir (str, optional): Where the missing-image list goes; None = the current
             run's log directory in the work dir (or the working directory outside a run).
         **kwargs: Passed to ``BaseDataset``.
+
+    Examples:
+        >>> from ssn_plugin.datasets import FashionIQ
+        >>> val = FashionIQ('data/fashion-iq', 'val', categories=('dress', 'shirt'))
+        >>> info = val.get_data_info(0)
+        >>> info['category'], len(info['captions'])
+        ('dress', 2)
+        >>> start, stop = info['gallery_range']  # the query's own category gallery
+        >>> start <= info['target_index'] < stop
+        True
+        >>> {c: s['gallery'] for c, s in val.missing_summary.items()} == {
+        ...     c: sum(g['group'] == c for g in val.gallery) for c in ('dress', 'shirt')}
+        True
     """
 
     SPLITS = ('train', 'val', 'test')

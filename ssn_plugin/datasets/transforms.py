@@ -236,7 +236,7 @@ def _lead(caption: str) -> str:
 
 
 def fiq_caption(c1: str, c2: str, u: Optional[float] = None) -> str:
-    """Compose Fashion-IQ's two captions as the release does (spec 4.2).
+    """Compose Fashion-IQ's two captions as the release does (docs/method.md, section 4).
 
     ``u=None`` gives the evaluation form "s(c1) and c2". A draw ``u`` in [0, 1) picks a
     training form: u < 0.25 "s(c1) and c2"; 0.25 < u < 0.5 "s(c2) and c1"; 0.5 < u < 0.75

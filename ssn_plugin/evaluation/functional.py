@@ -1,6 +1,6 @@
 """Ranking and recall for composed image retrieval, as pure functions of tensors.
 
-Definitions (spec section 5, the CLIP4Cir/SSN protocol):
+Definitions (docs/evaluation.md, the CLIP4Cir/SSN protocol):
 
 * similarity = cosine on L2-normalised features, computed in float32 whatever the input dtype;
   a gallery is ranked by descending similarity;
@@ -180,6 +180,18 @@ def cirr_recalls(query_feats: torch.Tensor,
 
     Returns:
         dict: ``R@K``, ``Rsubset@K`` and ``Avg`` = (R@5 + Rsubset@1) / 2 when both exist.
+
+    Examples:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from ssn_plugin.evaluation.functional import cirr_recalls
+        >>> gallery = F.normalize(torch.randn(60, 16, generator=torch.Generator().manual_seed(0)))
+        >>> ref, target = torch.tensor([0, 1]), torch.tensor([2, 3])
+        >>> subset = torch.tensor([[0, 2, 4, 5, 6, 7], [1, 3, 4, 5, 6, 7]])
+        >>> queries = gallery[target]  # queries that match their targets exactly
+        >>> recalls = cirr_recalls(queries, gallery, ref, target, subset)
+        >>> recalls['R@1'], recalls['Rsubset@1'], recalls['Avg']
+        (100.0, 100.0, 100.0)
     """
     ranked = rank_gallery(query_feats, gallery_feats, target_index=target_index,
                           exclude_index=ref_index, subset_index=subset_index,
@@ -206,7 +218,7 @@ def fashioniq_recalls(query_feats: torch.Tensor,
                       target_index: torch.Tensor,
                       topk: Sequence[int] = (10, 50),
                       chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Dict[str, float]:
-    """Fashion-IQ Recall@K (percent); the reference stays in the gallery (spec 5.3)."""
+    """Fashion-IQ Recall@K (percent); the reference stays in the gallery (docs/evaluation.md, section 4)."""
     ranked = rank_gallery(query_feats, gallery_feats, target_index=target_index,
                           chunk_elems=chunk_elems)
     _require_found(ranked['target_rank'], 'target in the gallery')

@@ -131,7 +131,7 @@ class GalleryMetric(BaseMetric):
 def write_cirr_submission(out_dir: str, name: str, pairids: Sequence[int],
                           top_names: Sequence[Sequence[str]],
                           subset_names: Sequence[Sequence[str]]) -> List[str]:
-    """Write the two rc2 files the CIRR evaluation server expects (spec 5.4).
+    """Write the two rc2 files the CIRR evaluation server expects (docs/evaluation.md, section 3).
 
     Returns:
         list[str]: the paths of ``recall_submission_<name>.json`` and
@@ -155,8 +155,8 @@ def write_cirr_submission(out_dir: str, name: str, pairids: Sequence[int],
 
 @METRICS.register_module()
 class CIRRMetric(GalleryMetric):
-    """CIRR Recall@{1,5,10,50}, Recall_subset@{1,2,3} and Avg (spec 5.2), and the
-    test-server export (spec 5.4).
+    """CIRR Recall@{1,5,10,50}, Recall_subset@{1,2,3} and Avg (docs/evaluation.md,
+    section 2), and the test-server export (section 3).
 
     Reads per query ``query_feat``, ``pairid``, ``ref_index``, ``target_index`` and ``subset_index``
     from the data samples. Keys: ``cirr/R@1`` ... ``cirr/Rsubset@3``, ``cirr/Avg`` (use
@@ -180,6 +180,21 @@ class CIRRMetric(GalleryMetric):
         show_topk (int): Results per picture. Defaults to 5.
         collect_device (str): Device for cross-rank collection. Defaults to 'cpu'.
         prefix (str, optional): Key prefix. Defaults to 'cirr'.
+
+    Examples:
+        >>> import torch
+        >>> from ssn_plugin.evaluation import CIRRMetric
+        >>> gallery = torch.eye(8)  # 8 gallery images, one-hot features
+        >>> metric = CIRRMetric()
+        >>> metric.set_gallery(gallery, [f'img{i}' for i in range(8)])
+        >>> metric.process(None, [  # what the model's predict leaves on two query samples
+        ...     dict(query_feat=gallery[2], ref_index=0, target_index=2, pairid=10,
+        ...          subset_index=[0, 1, 2, 3, 4, 5]),
+        ...     dict(query_feat=(gallery[1] + gallery[3]) / 2 ** 0.5, ref_index=1,
+        ...          target_index=3, pairid=11, subset_index=[1, 2, 3, 4, 5, 6])])
+        >>> metrics = metric.evaluate(2)
+        >>> metrics['cirr/R@1'], metrics['cirr/Rsubset@1']  # query 11's reference is removed
+        (100.0, 100.0)
     """
 
     default_prefix = 'cirr'
@@ -275,7 +290,7 @@ class CIRRMetric(GalleryMetric):
 
 @METRICS.register_module()
 class FashionIQMetric(GalleryMetric):
-    """Fashion-IQ Recall@10/50 per category, their averages and the overall score (spec 5.3).
+    """Fashion-IQ Recall@10/50 per category, their averages and the overall score (docs/evaluation.md, section 4).
 
     Each query is ranked against its own category's gallery (``gallery_range`` of the
     sample); the reference stays in the gallery. Keys (prefix ``fiq``): ``<cat>_R@10``,

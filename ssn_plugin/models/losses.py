@@ -1,4 +1,4 @@
-"""SSN's training objective (spec section 2)."""
+"""SSN's training objective (docs/method.md, section 2)."""
 from typing import Dict, Optional
 
 import torch

@@ -1,4 +1,4 @@
-"""SSN: Semantic Shift Network for composed image retrieval (spec sections 1 and 2)."""
+"""SSN: Semantic Shift Network for composed image retrieval (docs/method.md, sections 1 and 2)."""
 import copy
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -58,7 +58,7 @@ class SSN(BaseModel):
                  projection_dim: Optional[int] = None,
                  fusion_padding_mask: bool = True,
                  degradation: bool = True,
-                 data_preprocessor: Optional[dict] = None,
+                 data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
             data_preprocessor = dict(type='CIRDataPreprocessor')
@@ -174,7 +174,7 @@ class SSN(BaseModel):
         return query_pos if branch == 'pos' else query_neg
 
     def gallery_features(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised target / gallery features (spec 1.5)."""
+        """L2-normalised target / gallery features (docs/method.md, section 1.6)."""
         global_feat, tokens = self.clip.encode_image(images)
         tokens = self.image_token_proj(tokens) + self.token_type_embeddings.weight[0]
         fused = self.fusion(tokens, None)

@@ -1,0 +1,74 @@
+"""The contract between dataset, hooks, model and metric, pinned in-process.
+
+The gallery travels GalleryFeatureHook -> the loop's dataset (``gallery_dataset()``) -> the
+model (``gallery_feat``) -> the metric (``set_gallery``); each query travels dataset item ->
+PackCIRInputs (the dataset's META_KEYS) -> model (``query_feat``) -> metric (its READS).
+"""
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from conftest import make_tiny_cirr, make_tiny_fiq
+from ssn_plugin.datasets import CIRR, FashionIQ
+from ssn_plugin.engine import GalleryFeatureHook, ImageSizeFromModelHook, encode_gallery
+from ssn_plugin.evaluation import CIRRMetric, FashionIQMetric
+from test_tools import write_tiny_config
+
+
+@pytest.fixture
+def runner(tmp_path, tiny_clip_file):
+    data_root = str(tmp_path / 'cirr_dataset')
+    make_tiny_cirr(data_root, num_images=11, num_train=4, num_val=7)
+    cfg = Config.fromfile(write_tiny_config(tmp_path, data_root, tiny_clip_file))
+    cfg.work_dir = str(tmp_path / 'work')
+    return Runner.from_cfg(cfg)
+
+
+def test_gallery_hook_hands_the_metric_the_dataset_gallery(runner):
+    loop = runner.val_loop
+    dataset = loop.dataloader.dataset
+    ImageSizeFromModelHook().before_val(runner)
+    GalleryFeatureHook(batch_size=4).before_val_epoch(runner)
+    metric = loop.evaluator.metrics[0]
+    assert metric.gallery_names == dataset.gallery_names
+    assert metric.gallery_paths == [entry['img_path'] for entry in dataset.gallery]
+
+    # Row i is gallery image i, encoded exactly as the model encodes it alone.
+    gallery = dataset.gallery_dataset()
+    model = runner.model.eval()
+    with torch.no_grad():
+        for i in (0, 5, len(gallery) - 1):
+            item = gallery[i]
+            assert item['data_samples'].gallery_index == i
+            batch = model.data_preprocessor(
+                dict(inputs=dict(img=[item['inputs']['img']]),
+                     data_samples=[item['data_samples']]))
+            alone = model.gallery_features(batch['inputs']['img'])[0]
+            assert torch.allclose(metric.gallery_feats[i], alone, atol=1e-5)
+    # The batch size does not change a feature or its row.
+    assert torch.allclose(encode_gallery(runner, gallery, batch_size=1), metric.gallery_feats,
+                          atol=1e-5)
+
+
+@pytest.mark.parametrize('dataset_cls, metric_cls', [(CIRR, CIRRMetric),
+                                                     (FashionIQ, FashionIQMetric)])
+def test_datasets_pack_what_their_metric_reads(tmp_path, dataset_cls, metric_cls):
+    model_sets = {'query_feat'}  # written by the model's predict
+    needed = (set(metric_cls.READS) | set(metric_cls.SHOW_READS)) - model_sets
+    assert needed <= set(dataset_cls.META_KEYS), needed - set(dataset_cls.META_KEYS)
+
+    if dataset_cls is CIRR:
+        root = str(tmp_path / 'cirr')
+        make_tiny_cirr(root)
+        dataset = CIRR(root, 'val', group_key='pairid', pipeline=[
+            dict(type='LoadCIRImages', keys=('ref_img', )),
+            dict(type='PackCIRInputs', keys=('ref_img', ))])
+    else:
+        root = str(tmp_path / 'fiq')
+        make_tiny_fiq(root)
+        dataset = FashionIQ(root, 'val', pipeline=[
+            dict(type='ComposeFIQCaption'), dict(type='LoadCIRImages', keys=('ref_img', )),
+            dict(type='PackCIRInputs', keys=('ref_img', ))])
+    sample = dataset[0]['data_samples']
+    assert needed <= set(sample.metainfo_keys()), needed - set(sample.metainfo_keys())
