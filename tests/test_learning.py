@@ -1,4 +1,5 @@
 """SSN learns: a few hundred CPU steps on the shapes data beat the untrained model clearly."""
+import pytest
 import torch
 from mmengine.dataset import pseudo_collate
 from torch.utils.data import DataLoader
@@ -38,6 +39,7 @@ def evaluate(model, dataset):
                         torch.tensor([it['subset_index'] for it in items]))
 
 
+@pytest.mark.slow
 def test_a_few_hundred_steps_beat_the_untrained_model(tmp_path):
     root = str(tmp_path / 'shapes')
     generate_shapes_dataset(root, seed=0, num_train_sets=500, num_val_sets=60, image_size=32)

@@ -47,6 +47,7 @@ default_hooks = dict(logger=dict(interval=1))
     return str(path)
 
 
+@pytest.mark.slow
 def test_336px_model_trains_and_evaluates_with_recipe_pipelines(tmp_path):
     data_root = str(tmp_path / 'cirr_dataset')
     make_tiny_cirr(data_root, num_images=12, num_train=8, num_val=6)
@@ -97,6 +98,7 @@ def tiny_tag(tmp_path, monkeypatch):
     factory._MODEL_CONFIGS.pop(TINY_TAG_ARCH, None)
 
 
+@pytest.mark.slow
 def test_trained_checkpoint_is_evaluated_and_queried_offline(tmp_path, tiny_tag):
     data_root = str(tmp_path / 'cirr_dataset')
     make_tiny_cirr(data_root, num_images=12, num_train=8, num_val=6)

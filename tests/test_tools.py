@@ -1,4 +1,5 @@
-"""The command-line tools: merge_args, and train -> test -> resume end to end on CPU."""
+"""The command-line tools: merge_args, and train -> test -> export -> resume on CPU, one
+test per behaviour over one trained fixture."""
 import argparse
 import glob
 import json
@@ -11,8 +12,8 @@ import sys
 import pytest
 from mmengine.config import Config
 
-from conftest import (GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TRAIN_PIPELINE,
-                      make_tiny_cirr, make_tiny_fiq)
+from conftest import (GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TINY_CLIP,
+                      TRAIN_PIPELINE, make_tiny_cirr, make_tiny_fiq)
 
 sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))
 import test as test_tool  # noqa: E402
@@ -101,32 +102,49 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_train_test_resume_end_to_end(tmp_path, tiny_clip_file):
-    # 13 queries and 25 gallery images: neither divides by the 2 processes used below.
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """One epoch of the CIRR recipe shrunk to a tiny model and data, trained once for the
+    tests below. 13 queries and 25 gallery images: neither divides by 2 processes."""
+    tmp_path = tmp_path_factory.mktemp('trained')
+    clip_file = tmp_path / 'tiny_clip.json'
+    clip_file.write_text(json.dumps(TINY_CLIP))
     data_root = str(tmp_path / 'cirr_dataset')
     make_tiny_cirr(data_root, num_images=25, num_val=13)
-    config = write_tiny_config(tmp_path, data_root, tiny_clip_file, max_epochs=1)
+    config = write_tiny_config(tmp_path, data_root, str(clip_file), max_epochs=1)
     work_dir = str(tmp_path / 'work')
     out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'train.py'), config, '--work-dir',
                     work_dir], cwd=str(tmp_path))
+    return dict(root=tmp_path, config=config, work_dir=work_dir, train_log=out,
+                ckpt=osp.join(work_dir, 'epoch_1.pth'))
+
+
+@pytest.fixture(scope='module')
+def tested(trained):
+    """tools/test.py on the trained checkpoint, with --out, --export-dir and --show-dir."""
+    root = trained['root']
+    metrics_file = str(root / 'metrics.json')
+    out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'test.py'), trained['config'],
+                    trained['ckpt'], '--work-dir', trained['work_dir'], '--out', metrics_file,
+                    '--export-dir', str(root / 'submission'), '--show-dir', str(root / 'show'),
+                    '--show-num', '3'], cwd=str(root))
+    with open(metrics_file) as f:
+        return dict(metrics=json.load(f), log=out)
+
+
+@pytest.mark.slow
+def test_train_logs_losses_validates_and_keeps_the_best(trained):
+    out = trained['train_log']
     assert 'loss_con' in out and 'loss_kl' in out
     assert 'cirr/Avg' in out and 'cirr/Rsubset@1' in out
     assert out.count('Encoded the gallery: 25 images') == 1  # once per validation
-    ckpt = osp.join(work_dir, 'epoch_1.pth')
-    assert osp.isfile(ckpt)
-    assert glob.glob(osp.join(work_dir, 'best_cirr_Avg_epoch_1.pth'))
+    assert osp.isfile(trained['ckpt'])
+    assert glob.glob(osp.join(trained['work_dir'], 'best_cirr_Avg_epoch_1.pth'))
 
-    metrics_file = str(tmp_path / 'metrics.json')
-    export_dir = tmp_path / 'submission'
-    out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'test.py'), config, ckpt, '--work-dir',
-                    work_dir, '--out', metrics_file, '--export-dir', str(export_dir),
-                    '--show-dir', str(tmp_path / 'show'), '--show-num', '3'],
-                   cwd=str(tmp_path))
-    pictures = sorted(glob.glob(str(tmp_path / 'show' / '*.png')))
-    assert [osp.basename(p) for p in pictures] == [f'query_{i:06d}.png' for i in range(3)]
-    assert len(json.load(open(export_dir / 'recall_submission_ssn.json'))) == 13 + 2
-    with open(metrics_file) as f:
-        metrics = json.load(f)
+
+@pytest.mark.slow
+def test_test_tool_metrics(tested):
+    metrics = dict(tested['metrics'])
     assert metrics.pop('cirr/exported_queries') == 13
     assert set(metrics) >= {'cirr/R@1', 'cirr/R@5', 'cirr/R@50', 'cirr/Rsubset@1', 'cirr/Avg'}
     # 13 val queries over 24 candidates: R@50 covers every candidate.
@@ -134,25 +152,44 @@ def test_train_test_resume_end_to_end(tmp_path, tiny_clip_file):
     assert metrics['cirr/Avg'] == pytest.approx(
         (metrics['cirr/R@5'] + metrics['cirr/Rsubset@1']) / 2)
 
-    # Two CPU processes (gloo) give exactly the single-process numbers.
-    dist_file = str(tmp_path / 'metrics_dist.json')
-    env = dist_env()
+
+@pytest.mark.slow
+def test_test_tool_export(trained, tested):
+    with open(trained['root'] / 'submission' / 'recall_submission_ssn.json') as f:
+        submission = json.load(f)
+    assert len(submission) == 13 + 2  # 13 pairids + version + metric
+
+
+@pytest.mark.slow
+def test_test_tool_pictures(trained, tested):
+    pictures = sorted(glob.glob(str(trained['root'] / 'show' / '*.png')))
+    assert [osp.basename(p) for p in pictures] == [f'query_{i:06d}.png' for i in range(3)]
+
+
+@pytest.mark.slow
+def test_two_process_test_equals_one(trained, tested):
+    """Two CPU processes (gloo) give exactly the single-process numbers."""
+    root = trained['root']
+    dist_file = str(root / 'metrics_dist.json')
     result = subprocess.run(
-        ['bash', osp.join(PROJECT_ROOT, 'tools', 'dist_test.sh'), config, ckpt, '2',
-         '--work-dir', str(tmp_path / 'dist'), '--out', dist_file, '--cfg-options',
+        ['bash', osp.join(PROJECT_ROOT, 'tools', 'dist_test.sh'), trained['config'],
+         trained['ckpt'], '2', '--work-dir', str(root / 'dist'), '--out', dist_file,
+         '--export-dir', str(root / 'submission_dist'), '--cfg-options',
          'env_cfg.dist_cfg.backend=gloo', 'model_wrapper_cfg.device_ids=None'],
-        cwd=str(tmp_path), capture_output=True, text=True, env=env)
+        cwd=str(root), capture_output=True, text=True, env=dist_env())
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     with open(dist_file) as f:
-        assert json.load(f) == metrics
+        assert json.load(f) == tested['metrics']
 
-    # Resume from the latest checkpoint and train one more epoch.
-    out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'train.py'), config, '--work-dir',
-                    work_dir, '--resume', '--cfg-options', 'train_cfg.max_epochs=2'],
-                   cwd=str(tmp_path))
+
+@pytest.mark.slow
+def test_resume_continues_from_the_latest_checkpoint(trained, tested):
+    out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'train.py'), trained['config'],
+                    '--work-dir', trained['work_dir'], '--resume', '--cfg-options',
+                    'train_cfg.max_epochs=2'], cwd=str(trained['root']))
     assert 'Load checkpoint from' in out or 'resumed' in out.lower()
     assert 'Epoch(train) [2]' in out
-    assert osp.isfile(osp.join(work_dir, 'epoch_2.pth'))
+    assert osp.isfile(osp.join(trained['work_dir'], 'epoch_2.pth'))
 
 
 def test_cfg_options_have_the_last_word():
@@ -213,6 +250,7 @@ def test_cpu_distributed_needs_gloo(monkeypatch):
     assert init_cpu_process_group(Config(dict(launcher='none'))) is False
 
 
+@pytest.mark.slow
 def test_fashioniq_train_then_test_end_to_end(tmp_path, tiny_clip_file):
     data_root = str(tmp_path / 'fiq')
     make_tiny_fiq(data_root)
@@ -285,6 +323,7 @@ def test_fashioniq_recipe_config(tiny_clip_file):
         assert group['weight_decay'] == 0.01
 
 
+@pytest.mark.slow
 def test_dist_train_two_cpu_processes(tmp_path, tiny_clip_file):
     """tools/dist_train.sh with torchrun, 2 gloo processes, trains and validates."""
     data_root = str(tmp_path / 'cirr_dataset')

@@ -146,6 +146,7 @@ def test_grid_layout(tmp_path):
     assert tuple(pixels[centre, cell + cell // 2]) == (0, 0, 255)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path, gallery_dir):
     config = tmp_path / 'cfg.py'
     tiny_cfg().dump(str(config))

@@ -8,7 +8,7 @@ from ssn_plugin.models import OpenCLIPBackbone
 
 @pytest.mark.parametrize('arch, tokens, vision, text, embed', [
     ('ViT-B-16', 197, 768, 512, 512),
-    ('ViT-L-14', 257, 1024, 768, 768),
+    pytest.param('ViT-L-14', 257, 1024, 768, 768, marks=pytest.mark.slow),
 ])
 def test_other_vits_by_name(arch, tokens, vision, text, embed):
     backbone = OpenCLIPBackbone(arch, pretrained=None)

@@ -99,6 +99,7 @@ def test_openai_format_file_needs_quick_gelu(tmp_path):
         assert torch.equal(loaded.model.state_dict()[name], value), name
 
 
+@pytest.mark.slow
 def test_local_file_activation_from_the_architecture_name(tmp_path):
     # A QuickGELU checkpoint in open_clip's format, under the name open_clip downloads it as.
     quick = open_clip.CLIP(**open_clip.get_model_config('ViT-B-32-quickgelu'))
