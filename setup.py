@@ -28,6 +28,7 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=['ssn_plugin', 'ssn_plugin.*']),
     install_requires=read_requirements('runtime.txt'),
-    extras_require={'tests': read_requirements('tests.txt')},
+    extras_require={'tests': read_requirements('tests.txt'),
+                    'mutation': read_requirements('mutation.txt')},
     license='Apache-2.0',
 )

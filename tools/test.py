@@ -2,10 +2,9 @@
 import argparse
 
 from mmengine.config import Config
-from mmengine.runner import Runner
 
 from ssn_plugin.cli import (add_runner_args, apply_cfg_options, apply_runner_args,
-                            init_cpu_process_group, parse_runner_args, shutdown_process_group)
+                            parse_runner_args, run_runner)
 from ssn_plugin.models.clip_backbone import skip_pretrained_weights
 
 
@@ -49,11 +48,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = merge_args(Config.fromfile(args.config), args)
-    init_cpu_process_group(cfg)
-    runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
-    shutdown_process_group()
+    metrics = run_runner(merge_args(Config.fromfile(args.config), args), 'test')
     if args.out:
         import mmengine
         mmengine.dump(metrics, args.out)

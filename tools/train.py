@@ -2,10 +2,9 @@
 import argparse
 
 from mmengine.config import Config
-from mmengine.runner import Runner
 
 from ssn_plugin.cli import (add_runner_args, apply_cfg_options, apply_runner_args,
-                            init_cpu_process_group, parse_runner_args, shutdown_process_group)
+                            parse_runner_args, run_runner)
 
 
 def parse_args(argv=None):
@@ -55,11 +54,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = merge_args(Config.fromfile(args.config), args)
-    init_cpu_process_group(cfg)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    shutdown_process_group()
+    run_runner(merge_args(Config.fromfile(args.config), args), 'train')
 
 
 if __name__ == '__main__':

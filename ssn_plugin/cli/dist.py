@@ -4,6 +4,7 @@ import os
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
+from mmengine.runner import Runner
 
 
 def init_cpu_process_group(cfg: Config) -> bool:
@@ -31,6 +32,16 @@ def init_cpu_process_group(cfg: Config) -> bool:
     torch_dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
                                   world_size=int(os.environ['WORLD_SIZE']))
     return True
+
+
+def run_runner(cfg: Config, action: str):
+    """Start the process group if needed, build the Runner, call ``runner.<action>()``
+    (``'train'`` or ``'test'``), stop the group; returns what the action returns."""
+    init_cpu_process_group(cfg)
+    runner = Runner.from_cfg(cfg)
+    result = getattr(runner, action)()
+    shutdown_process_group()
+    return result
 
 
 def shutdown_process_group() -> None:

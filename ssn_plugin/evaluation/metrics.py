@@ -38,6 +38,15 @@ class GalleryMetric(BaseMetric):
       set by the model's ``predict``; the rest are item keys the dataset packs, its
       ``META_KEYS``) and, with ``show_dir``, those in :attr:`SHOW_READS`.
       ``ref_index``/``target_index`` are gallery rows, -1 where unknown.
+
+    Args:
+        chunk_elems (int): Similarities held at once while ranking. Defaults to 2**25.
+        show_dir (str, optional): Write retrieval pictures of the first ``show_num`` queries
+            here. Defaults to None.
+        show_num (int): Queries to draw. Defaults to 8.
+        show_topk (int): Results per picture. Defaults to 5.
+        collect_device (str): Device for cross-rank collection. Defaults to 'cpu'.
+        prefix (str, optional): Key prefix. Defaults to the subclass's ``default_prefix``.
     """
 
     READS = ('query_feat', 'ref_index', 'target_index')
@@ -173,13 +182,8 @@ class CIRRMetric(GalleryMetric):
         subset_topk (Sequence[int]): K of Recall_subset@K. Defaults to (1, 2, 3).
         export_dir (str, optional): Where to write the submission files. Defaults to None.
         export_name (str): The ``<name>`` in the file names. Defaults to 'ssn'.
-        chunk_elems (int): Similarities held at once while ranking. Defaults to 2**25.
-        show_dir (str, optional): Write retrieval pictures of the first ``show_num`` queries
-            here. Defaults to None.
-        show_num (int): Queries to draw. Defaults to 8.
-        show_topk (int): Results per picture. Defaults to 5.
-        collect_device (str): Device for cross-rank collection. Defaults to 'cpu'.
-        prefix (str, optional): Key prefix. Defaults to 'cirr'.
+        **kwargs: :class:`GalleryMetric`'s (``chunk_elems``, ``show_dir``, ``show_num``,
+            ``show_topk``, ``collect_device``, ``prefix``, default ``'cirr'``).
 
     Examples:
         >>> import torch
@@ -301,13 +305,8 @@ class FashionIQMetric(GalleryMetric):
 
     Args:
         topk (Sequence[int]): K of Recall@K. Defaults to (10, 50).
-        chunk_elems (int): Similarities held at once while ranking. Defaults to 2**25.
-        show_dir (str, optional): Write retrieval pictures of the first ``show_num`` queries
-            here. Defaults to None.
-        show_num (int): Queries to draw. Defaults to 8.
-        show_topk (int): Results per picture. Defaults to 5.
-        collect_device (str): Device for cross-rank collection. Defaults to 'cpu'.
-        prefix (str, optional): Key prefix. Defaults to 'fiq'.
+        **kwargs: :class:`GalleryMetric`'s (``chunk_elems``, ``show_dir``, ``show_num``,
+            ``show_topk``, ``collect_device``, ``prefix``, default ``'fiq'``).
     """
 
     default_prefix = 'fiq'
