@@ -8,14 +8,6 @@ from torch import nn
 from ssn_plugin.registry import MODELS
 
 
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device argument
-        return (torch.is_autocast_cpu_enabled() if device_type == 'cpu' else
-                torch.is_autocast_enabled())
-
-
 @contextlib.contextmanager
 def _without_fastpath():
     """Switch off the fused inference kernel of ``nn.TransformerEncoderLayer`` for a call.
@@ -58,7 +50,7 @@ class SSNFusion(nn.Module):
     def forward(self, tokens: torch.Tensor,
                 key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Fuse tokens [B, S, W]; ``key_padding_mask`` [B, S] is True where a key is ignored."""
-        context = (_without_fastpath() if _autocast_enabled(tokens.device.type)
+        context = (_without_fastpath() if torch.is_autocast_enabled(tokens.device.type)
                    else contextlib.nullcontext())
         with context:
             return self.encoder(tokens, src_key_padding_mask=key_padding_mask)

@@ -145,3 +145,96 @@ def test_recalls_by_group_hand_made():
         'colour': {'R@1': 0.0, 'R@5': 0.0, 'Rsubset@1': 100.0, 'queries': 1},
         'remove': {'R@1': 0.0, 'R@5': 100.0, 'Rsubset@1': 50.0, 'queries': 2},
     }
+
+
+def scored_gallery():
+    """5 queries over a 6-image gallery with distinct scores; query i is the gallery image i."""
+    gallery = F.normalize(torch.randn(6, 8, generator=torch.Generator().manual_seed(3)), dim=-1)
+    return gallery[:5].clone(), gallery
+
+
+def test_only_the_requested_outputs_are_returned():
+    query, gallery = scored_gallery()
+    target = torch.arange(5)
+    assert set(rank_gallery(query, gallery, target)) == {'target_rank'}
+    out = rank_gallery(query, gallery, target, topk=1)
+    assert set(out) == {'target_rank', 'topk_index', 'topk_score'}
+    assert out['topk_index'].shape == (5, 1) and torch.equal(out['topk_index'][:, 0], target)
+    out = rank_gallery(query, gallery, subset_index=torch.tensor([[0, 1]] * 5))
+    assert set(out) == {'subset_order'}
+
+
+def test_topk_may_reach_every_rankable_item():
+    query, gallery = scored_gallery()
+    assert rank_gallery(query, gallery, topk=6)['topk_index'].shape == (5, 6)
+    exclude = torch.arange(5)
+    assert rank_gallery(query, gallery, exclude_index=exclude,
+                        topk=5)['topk_index'].shape == (5, 5)
+    with pytest.raises(ValueError, match='topk=6 exceeds the 5 rankable'):
+        rank_gallery(query, gallery, exclude_index=exclude, topk=6)
+    with pytest.raises(ValueError, match='topk=7 exceeds the 6 rankable'):
+        rank_gallery(query, gallery, topk=7)
+
+
+def test_unknown_and_absent_targets_rank_minus_one():
+    query, gallery = scored_gallery()
+    # Query 0's target is unknown; query 1's target (image 5, the last one) is not in its
+    # subset; queries 2-4 have theirs in the subset.
+    target = torch.tensor([-1, 5, 2, 3, 4])
+    exclude = torch.tensor([-1, -1, 0, 1, -1])  # no exclusion for queries 0, 1 and 4
+    subset = torch.tensor([[0, 1, 2], [0, 1, 2], [0, 1, 2], [1, 2, 3], [2, 3, 4]])
+    out = rank_gallery(query, gallery, target, exclude_index=exclude, subset_index=subset)
+    assert out['target_rank'][0] == -1 and out['subset_target_rank'][0] == -1
+    assert out['subset_target_rank'][1] == -1  # image 5 is not in query 1's subset
+    # Image 5 is rankable for query 1 (exclusion -1 removes nothing): its rank is counted.
+    scores = query[1] @ gallery.t()
+    assert out['target_rank'][1] == int((scores > scores[5]).sum())
+    assert (out['subset_target_rank'][2:] >= 0).all()
+
+
+def test_int32_indices_work_like_int64():
+    query, gallery = scored_gallery()
+    target, exclude = torch.tensor([1, 2, 3, 4, 0]), torch.tensor([0, 1, 2, 3, 4])
+    subset = torch.tensor([[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5], [0, 4, 5]])
+    wide = rank_gallery(query, gallery, target, exclude, subset)
+    narrow = rank_gallery(query, gallery, target.int(), exclude.int(), subset.int())
+    for key in wide:
+        assert torch.equal(wide[key], narrow[key]), key
+
+
+def test_index_errors_name_the_argument():
+    query, gallery = scored_gallery()
+    for name in ('target_index', 'exclude_index'):
+        with pytest.raises(ValueError, match=f'^{name} has shape'):
+            rank_gallery(query, gallery, **{name: torch.zeros(4, dtype=torch.long)})
+        with pytest.raises(ValueError, match=rf'^{name} holds indices outside \[-1, 6\)'):
+            rank_gallery(query, gallery, **{name: torch.tensor([0, 1, 2, 3, -2])})
+    with pytest.raises(ValueError, match='^subset_index has shape'):
+        rank_gallery(query, gallery, subset_index=torch.zeros(4, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r'^queries \[0\] exclude their own target'):
+        rank_gallery(query, gallery, torch.tensor([0, 2, 3, 4, 5]),
+                     exclude_index=torch.tensor([0, 1, 2, 3, 4]))
+    with pytest.raises(ValueError, match='1 queries have no target in the gallery'):
+        cirr_recalls(query[:1], gallery, torch.tensor([1]), torch.tensor([-1]),
+                     torch.tensor([[0, 1, 2, 3, 4, 5]]))
+    with pytest.raises(ValueError, match='1 queries have no target in the gallery'):
+        fashioniq_recalls(query[:1], gallery, torch.tensor([-1]))
+
+
+def test_tied_subset_members_keep_their_order():
+    gallery = torch.zeros(6, 4)
+    gallery[:, 0] = 1.0  # every gallery image scores the same for any query
+    query = torch.tensor([[1.0, 0, 0, 0]])
+    for members in ([5, 1, 3, 0], [0, 3, 1, 5]):
+        out = rank_gallery(query, gallery, subset_index=torch.tensor([members]))
+        assert out['subset_order'][0].tolist() == members
+
+
+def test_no_queries_give_empty_long_outputs():
+    _, gallery = scored_gallery()
+    out = rank_gallery(torch.empty(0, 8), gallery, torch.empty(0, dtype=torch.long),
+                       subset_index=torch.empty(0, 2, dtype=torch.long), topk=2)
+    assert set(out) == {'target_rank', 'topk_index', 'topk_score', 'subset_order',
+                        'subset_target_rank'}
+    for key, value in out.items():
+        assert value.shape == (0, ) and value.dtype == torch.long, key

@@ -9,7 +9,9 @@ from mmengine.structures import BaseDataElement
 
 import ssn_plugin.models  # noqa: F401
 from conftest import TINY_CLIP, tiny_ssn_cfg
+from ssn_plugin.models import SSNFusion, SSNLoss
 from ssn_plugin.models.losses import kl_mean, ssn_kl_term, symmetric_info_nce
+from ssn_plugin.models.ssn import masked_mean
 from ssn_plugin.registry import MODELS
 
 DEFAULT_ARGS = tiny_ssn_cfg(TINY_CLIP)
@@ -226,3 +228,45 @@ def test_kl_term_gradient_stays_finite_when_softmax_underflows():
     kl.backward()
     assert torch.isfinite(kl)
     assert torch.isfinite(q_pos.grad).all() and torch.isfinite(q_neg.grad).all()
+
+
+def test_release_defaults_of_fusion_and_loss():
+    fusion = SSNFusion(width=64)
+    layer = fusion.encoder.layers[0]
+    assert len(fusion.encoder.layers) == 1 and layer.self_attn.num_heads == 8
+    assert layer.linear1.out_features == 2048 and layer.dropout.p == 0.1
+    layer = SSNFusion(width=32, num_layers=2, ffn_dim=64, dropout=0.0).encoder.layers[1]
+    assert layer.linear1.out_features == 64 and layer.dropout.p == 0.0
+    loss = SSNLoss()
+    assert (loss.logit_scale, loss.kl_weight) == (100.0, 0.1)
+
+
+def test_sub_module_configs_are_followed():
+    model = build(fusion=dict(type='SSNFusion', num_heads=4, ffn_dim=48),
+                  loss=dict(type='SSNLoss', kl_weight=0.5),
+                  init_cfg=dict(type='Constant', val=0.0, layer='Linear'))
+    layer = model.fusion.encoder.layers[0]
+    assert layer.self_attn.num_heads == 4 and layer.linear1.out_features == 48
+    assert model.loss_module.kl_weight == 0.5
+    assert model.init_cfg == dict(type='Constant', val=0.0, layer='Linear')
+
+
+def test_default_mode_returns_features_and_predict_names_them():
+    model = build().eval()
+    data = batch(model)
+    samples = data['data_samples']
+    with torch.no_grad():
+        queries = model({'ref_img': data['inputs']['ref_img']}, samples)
+        assert torch.is_tensor(queries) and queries.shape == (3, model.clip.embed_dim)
+        gallery = model.predict({'img': data['inputs']['tgt_img']},
+                                [BaseDataElement() for _ in range(3)])
+    assert all('gallery_feat' in s and 'query_feat' not in s for s in gallery)
+    assert torch.allclose(gallery[0].gallery_feat,
+                          model.gallery_features(data['inputs']['tgt_img'])[0], atol=1e-6)
+
+
+def test_masked_mean_counts_real_positions():
+    tokens = torch.tensor([[[2.0], [4.0], [9.0]], [[1.0], [3.0], [5.0]]])
+    mask = torch.tensor([[True, False, False], [True, True, True]])
+    assert masked_mean(tokens, mask).flatten().tolist() == [2.0, 3.0]
+    assert masked_mean(tokens, torch.zeros(2, 3, dtype=torch.bool)).flatten().tolist() == [0, 0]
