@@ -125,6 +125,26 @@ class CIRR(BaseCIRDataset):
             raise ValueError(f'{where}: missing the group key {self.group_key!r}')
 
     def load_data_list(self) -> List[dict]:
+        records, paths = self._read_annotations()
+        missing = self._find_missing(paths)
+        names = [name for name in paths if name not in missing]
+        self.gallery = [dict(name=name, img_path=paths[name]) for name in names]
+        index = {name: i for i, name in enumerate(names)}
+        data_list, self.dropped_pairids = [], []
+        for record in records:
+            item = self._item(record, paths, index, missing)
+            if item is None:
+                self.dropped_pairids.append(record['pairid'])
+            else:
+                data_list.append(item)
+        if self.dropped_pairids:
+            print_log(f'CIRR {self.split}: dropped {len(self.dropped_pairids)} of '
+                      f'{len(records)} triplets with a missing image; pairids: '
+                      f'{self.dropped_pairids}', logger='current')
+        return data_list
+
+    def _read_annotations(self):
+        """The checked records and the image paths of the split file (name -> path)."""
         records = load_json(self.caption_file, CIRR_LAYOUT)
         name_to_rel = load_json(self.split_file, CIRR_LAYOUT)
         if not isinstance(records, list):
@@ -135,51 +155,44 @@ class CIRR(BaseCIRDataset):
                              f'{type(name_to_rel).__name__}')
         paths = {name: osp.normpath(osp.join(self.img_root, rel))
                  for name, rel in name_to_rel.items()}
-
         for i, record in enumerate(records):
             self._check_record(i, record)
-            names = [record['reference'], *record['img_set']['members']]
-            if self.has_targets:
-                names.append(record['target_hard'])
-            unknown = [n for n in names if n not in paths]
+            unknown = [n for n in self._record_images(record) if n not in paths]
             if unknown:
                 raise ValueError(f'{self.caption_file}, record {i} (pairid {record["pairid"]}):'
                                  f' images {unknown} are not in {self.split_file}')
+        return records, paths
 
-        missing = {}
-        if self.check_images:
-            missing = {name: path for name, path in paths.items() if not osp.isfile(path)}
-            report_missing({self.split: missing}, {self.split: len(paths)},
-                           f'CIRR {self.split} ({self.img_root})', CIRR_LAYOUT,
-                           self.skip_missing, self.report_file('cirr'))
+    def _record_images(self, record: dict) -> List[str]:
+        """Reference, ``img_set`` members and (with targets) the target of a record."""
+        names = [record['reference'], *record['img_set']['members']]
+        return names + [record['target_hard']] if self.has_targets else names
 
-        gallery_names = [name for name in name_to_rel if name not in missing]
-        index = {name: i for i, name in enumerate(gallery_names)}
-        self.gallery = [dict(name=name, img_path=paths[name]) for name in gallery_names]
+    def _find_missing(self, paths: dict) -> dict:
+        """name -> path of the split's missing images, reported (raises unless skipping)."""
+        if not self.check_images:
+            return {}
+        missing = {name: path for name, path in paths.items() if not osp.isfile(path)}
+        report_missing({self.split: missing}, {self.split: len(paths)},
+                       f'CIRR {self.split} ({self.img_root})', CIRR_LAYOUT, self.skip_missing,
+                       self.report_file('cirr'))
+        return missing
 
-        data_list, dropped = [], []
-        for record in records:
-            target = record.get('target_hard') if self.has_targets else None
-            members = record['img_set']['members']
-            needed = [record['reference'], *members] + ([target] if target else [])
-            if any(name in missing for name in needed):
-                dropped.append(record['pairid'])
-                continue
-            item = dict(
-                pairid=record['pairid'],
-                text=record['caption'],
-                ref_name=record['reference'],
-                ref_img_path=paths[record['reference']],
-                ref_index=index[record['reference']],
-                tgt_name=target,
-                tgt_img_path=paths[target] if target else None,
-                target_index=index[target] if target else -1,
-                subset_index=[index[m] for m in members])
-            if self.group_key is not None:
-                item['group'] = record[self.group_key]
-            data_list.append(item)
-        if dropped:
-            print_log(f'CIRR {self.split}: dropped {len(dropped)} of {len(records)} triplets '
-                      f'with a missing image; pairids: {dropped}', logger='current')
-        self.dropped_pairids = dropped
-        return data_list
+    def _item(self, record: dict, paths: dict, index: dict, missing: dict) -> Optional[dict]:
+        """The dataset item of a record; None when one of its images is missing."""
+        if any(name in missing for name in self._record_images(record)):
+            return None
+        target = record['target_hard'] if self.has_targets else None
+        item = dict(
+            pairid=record['pairid'],
+            text=record['caption'],
+            ref_name=record['reference'],
+            ref_img_path=paths[record['reference']],
+            ref_index=index[record['reference']],
+            tgt_name=target,
+            tgt_img_path=paths[target] if target else None,
+            target_index=index[target] if target else -1,
+            subset_index=[index[m] for m in record['img_set']['members']])
+        if self.group_key is not None:
+            item['group'] = record[self.group_key]
+        return item
