@@ -13,7 +13,7 @@ from PIL import Image
 
 from ssn_plugin.datasets.base import BaseCIRDataset, build_pipeline
 from ssn_plugin.datasets.transforms import LoadCIRImages, fill_image_size
-from ssn_plugin.engine import load_local_checkpoint
+from ssn_plugin.engine import load_local_checkpoint, safe_load
 from ssn_plugin.evaluation.functional import rank_gallery
 from ssn_plugin.models.clip_backbone import skip_pretrained_weights
 from ssn_plugin.registry import MODELS
@@ -182,7 +182,7 @@ class CIRRetriever:
         """Load an index saved by :meth:`save_index`; refuse one built by other weights."""
         if not osp.isfile(path):
             raise FileNotFoundError(f'index file not found: {path}')
-        content = torch.load(path, map_location='cpu', weights_only=True)
+        content = safe_load(path, map_location='cpu')
         if not isinstance(content, dict) or content.get('format') != INDEX_FORMAT:
             raise ValueError(f'{path} is not an ssn_plugin index (format {INDEX_FORMAT})')
         if content['model_digest'] != self.model_digest:
