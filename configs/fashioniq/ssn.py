@@ -17,7 +17,9 @@ model = dict(
         train_text=True),
     fusion=dict(type='SSNFusion', num_layers=1, num_heads=8, ffn_dim=2048, dropout=0.1),
     # kl_weight: the release never defines it; 0.1 is our choice (see README).
-    loss=dict(type='SSNLoss', logit_scale=100.0, kl_weight=0.1),
+    # gather: with N processes both loss terms see the global batch (N x batch_size), as one
+    # process with the whole batch would.
+    loss=dict(type='SSNLoss', logit_scale=100.0, kl_weight=0.1, gather=True),
     hidden_dim=None,
     projection_dim=None,
     fusion_padding_mask=True,

@@ -2,6 +2,7 @@
 from typing import Dict, Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -18,6 +19,20 @@ def scaled_logits(query: torch.Tensor, target: torch.Tensor,
     """
     with torch.autocast(device_type=query.device.type, enabled=False):
         return logit_scale * query.float() @ target.float().t()
+
+
+def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``features`` [B, D] of every process in rank order, keeping the autograd
+    graph (the gradient of each process's slice comes back to it, summed over processes).
+
+    Every process then computes the loss of the global batch; DDP's gradient averaging turns
+    the summed gradients back into those of one process with the whole batch. Batches must
+    have the same size on every process (``drop_last=True``). One process: unchanged.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return features
+    from torch.distributed.nn.functional import all_gather
+    return torch.cat(all_gather(features.contiguous()), dim=0)
 
 
 def symmetric_info_nce(logits: torch.Tensor) -> torch.Tensor:
@@ -62,12 +77,18 @@ class SSNLoss(nn.Module):
         kl_weight (float): Weight of the KL term. The release reads ``args.kl_weight`` but never
             defines it, so its value is unknown; 0.1 is our choice, not the paper's.
             Defaults to 0.1.
+        gather (bool): In distributed training, compute both terms over the global batch:
+            queries and targets of every process, with gradients (:func:`gather_with_grad`), so
+            N processes x B/N equal one process x B. False: each process's own batch only
+            (B/N negatives per query). Defaults to False.
     """
 
-    def __init__(self, logit_scale: float = 100.0, kl_weight: float = 0.1):
+    def __init__(self, logit_scale: float = 100.0, kl_weight: float = 0.1,
+                 gather: bool = False):
         super().__init__()
         self.logit_scale = logit_scale
         self.kl_weight = kl_weight
+        self.gather = gather
 
     def forward(self, query_pos: torch.Tensor, query_neg: Optional[torch.Tensor],
                 target: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -83,6 +104,9 @@ class SSNLoss(nn.Module):
             dict: ``loss_con`` and ``loss_kl`` (already weighted; both summed by MMEngine) and
             ``kl_raw`` (the unweighted KL term, logged only).
         """
+        if self.gather:
+            query_pos, target = gather_with_grad(query_pos), gather_with_grad(target)
+            query_neg = None if query_neg is None else gather_with_grad(query_neg)
         # Logits, softmax and KL in fp32 whatever autocast chose for the features.
         with torch.autocast(device_type=target.device.type, enabled=False):
             logits_pos = scaled_logits(query_pos, target, self.logit_scale)

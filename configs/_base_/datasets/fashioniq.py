@@ -25,6 +25,8 @@ gallery_pipeline = [
 ]
 
 train_dataloader = dict(
+    # Per process. The release's global batch is 128: on N GPUs use batch_size=128 // N
+    # (1 GPU: 128, 4: 32, 8: 16), or keep 128 and add --auto-scale-lr (global N x 128).
     batch_size=128,
     num_workers=4,
     persistent_workers=True,

@@ -1,0 +1,86 @@
+"""N processes x B/N = 1 process x B: SSNLoss(gather=True) on the real model, 2 gloo processes.
+
+Each process runs the model on its half of one batch, the loss gathers queries and targets with
+gradients, and the gradients are averaged across processes as DDP does. The losses and every
+parameter's gradient must equal those of one process with the whole batch.
+"""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from mmengine.structures import BaseDataElement
+
+from conftest import TINY_CLIP, tiny_ssn_cfg
+from ssn_plugin.registry import MODELS
+
+TEXTS = ['make it red', 'remove the dog and add two cats', 'a', 'the same but bigger',
+         'blue', 'no people, add a beach and a boat on the left', 'x', 'larger']
+LOSS_KEYS = ('loss_con', 'loss_kl')
+
+
+def build(gather: bool):
+    torch.manual_seed(0)  # the same initial weights in every process
+    cfg = tiny_ssn_cfg(TINY_CLIP, loss=dict(type='SSNLoss', gather=gather),
+                       fusion=dict(type='SSNFusion', num_heads=2, ffn_dim=64, dropout=0.0))
+    return MODELS.build(cfg).train()
+
+
+def batch():
+    generator = torch.Generator().manual_seed(1)
+    ref = torch.randn(len(TEXTS), 3, 32, 32, generator=generator)
+    tgt = torch.randn(len(TEXTS), 3, 32, 32, generator=generator)
+    return ref, tgt, [BaseDataElement(metainfo=dict(text=t)) for t in TEXTS]
+
+
+def step(model, part: slice):
+    ref, tgt, samples = batch()
+    losses = model.loss(dict(ref_img=ref[part], tgt_img=tgt[part]), samples[part])
+    sum(losses[k] for k in LOSS_KEYS).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {k: losses[k].detach() for k in LOSS_KEYS}, grads
+
+
+def worker(rank: int, world: int, port: int, gather: bool, out: str):
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+                            world_size=world)
+    torch.set_num_threads(1)
+    per = len(TEXTS) // world
+    losses, grads = step(build(gather), slice(rank * per, (rank + 1) * per))
+    for grad in grads.values():  # DDP: the mean over processes
+        dist.all_reduce(grad)
+        grad /= world
+    if rank == 0:
+        torch.save(dict(losses=losses, grads=grads), out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def run_two_processes(tmp_path, gather: bool) -> dict:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    out = str(tmp_path / f'two_{gather}.pth')
+    mp.spawn(worker, args=(2, port, gather, out), nprocs=2, join=True)
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_with_the_whole_batch(tmp_path):
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+    single_losses, single_grads = step(build(gather=True), slice(None))
+    two = run_two_processes(tmp_path, gather=True)
+    for key in LOSS_KEYS:
+        assert torch.allclose(two['losses'][key], single_losses[key], rtol=1e-5, atol=1e-6), key
+    assert set(two['grads']) == set(single_grads)
+    # Float sums run in another order (each process trims captions to its own longest one), so
+    # compare each gradient tensor against its own scale; measured worst case 4.9e-6.
+    worst = max(float((two['grads'][n] - g).abs().max() / g.abs().max().clamp(min=1e-12))
+                for n, g in single_grads.items())
+    assert worst < 5e-5, worst
+
+    # Without gathering each process only sees its half: a different objective.
+    local = run_two_processes(tmp_path, gather=False)
+    assert not torch.allclose(local['losses']['loss_con'], single_losses['loss_con'])
