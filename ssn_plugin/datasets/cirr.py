@@ -33,6 +33,8 @@ class CIRR(BaseCIRDataset):
         └── images/train/<0..99>/train-*.png    (train)
 
     The gallery of a split is every image of ``split.rc2.<split>.json``, in the file's order.
+    Records are checked when they load: required keys and types, six ``img_set`` members,
+    images known to the split file, unique pairids and a target that is not the reference.
     Each item is a dict with ``pairid``, ``text`` (the raw caption), ``ref_img_path``,
     ``tgt_img_path`` (None for test1), ``ref_index``, ``target_index`` (-1 for test1) and
     ``subset_index`` (the six ``img_set`` members, reference included, as gallery indices), plus
@@ -49,8 +51,9 @@ class CIRR(BaseCIRDataset):
         skip_missing (bool): Drop triplets whose reference, target or an ``img_set`` member
             is missing, and missing gallery images, with a logged count (the full list is
             written to the report file either way), instead of raising. Defaults to False.
-        check_images (bool): Check that every referenced image file exists when the
-            annotations load. Defaults to True.
+        check_images (bool): Check that the image files exist when the annotations load: on
+            val/test1 every image of the split file (the gallery), on train the images the
+            triplets use. Defaults to True.
         group_key (str, optional): A record key copied into each item as ``group``, for
             recall broken down by group. Defaults to None.
         **kwargs: Passed to :class:`BaseCIRDataset` (``report_dir``: where the list of missing
@@ -126,7 +129,7 @@ class CIRR(BaseCIRDataset):
 
     def load_data_list(self) -> List[dict]:
         records, paths = self._read_annotations()
-        missing = self._find_missing(paths)
+        missing = self._find_missing(self._images_to_check(records, paths))
         names = [name for name in paths if name not in missing]
         self.gallery = [dict(name=name, img_path=paths[name]) for name in names]
         index = {name: i for i, name in enumerate(names)}
@@ -155,13 +158,30 @@ class CIRR(BaseCIRDataset):
                              f'{type(name_to_rel).__name__}')
         paths = {name: osp.normpath(osp.join(self.img_root, rel))
                  for name, rel in name_to_rel.items()}
+        first_record = {}
         for i, record in enumerate(records):
             self._check_record(i, record)
+            where = f'{self.caption_file}, record {i} (pairid {record["pairid"]})'
             unknown = [n for n in self._record_images(record) if n not in paths]
             if unknown:
-                raise ValueError(f'{self.caption_file}, record {i} (pairid {record["pairid"]}):'
-                                 f' images {unknown} are not in {self.split_file}')
+                raise ValueError(f'{where}: images {unknown} are not in {self.split_file}')
+            if record['pairid'] in first_record:
+                raise ValueError(f'{where}: the pairid is already used by record '
+                                 f'{first_record[record["pairid"]]}; pairids must be unique '
+                                 '(the test-server files hold one list per pairid)')
+            first_record[record['pairid']] = i
+            if self.has_targets and record['target_hard'] == record['reference']:
+                raise ValueError(f'{where}: the target is the reference image '
+                                 f'{record["reference"]!r}; CIRR removes the reference from '
+                                 'the ranking, so this query could never be answered')
         return records, paths
+
+    def _images_to_check(self, records: List[dict], paths: dict) -> dict:
+        """Training checks the images its triplets use; evaluation the whole gallery."""
+        if self.split != 'train':
+            return paths
+        used = {name for record in records for name in self._record_images(record)}
+        return {name: path for name, path in paths.items() if name in used}
 
     def _record_images(self, record: dict) -> List[str]:
         """Reference, ``img_set`` members and (with targets) the target of a record."""

@@ -38,7 +38,8 @@ class FashionIQ(BaseCIRDataset):
     ``split.<cat>.<split>.json``; ``'val-split'``: only the images that occur in the split's
     triplets (as candidate or target), used by some later papers.
 
-    Missing images: all referenced files are checked when the annotations load. By default a
+    Missing images: the image files are checked when the annotations load (train: the images
+    the triplets use; val/test: the whole gallery). By default a
     missing file stops with the count per category and the full list written to
     ``missing_images_fashioniq_<split>.txt`` in ``report_dir``; with ``skip_missing=True``
     the affected triplets and gallery images are dropped and counted (see
@@ -158,7 +159,7 @@ class FashionIQ(BaseCIRDataset):
         missing: Dict[str, Dict[str, str]] = {}
         if self.check_images:
             for category, (records, split) in per_category.items():
-                missing[category] = {a: self.image_path(a) for a in split
+                missing[category] = {a: self.image_path(a) for a in self._to_check(records, split)
                                      if not osp.isfile(self.image_path(a))}
             self._report_missing(missing, per_category)
 
@@ -201,7 +202,16 @@ class FashionIQ(BaseCIRDataset):
                       f'{self.missing_summary}', logger='current')
         return data_list
 
+    def _to_check(self, records: List[dict], split: List[str]) -> List[str]:
+        """Training checks the images its triplets use (the train split files list about
+        21,000 images no triplet uses); evaluation checks the whole gallery."""
+        if self.split != 'train':
+            return split
+        used = {r['candidate'] for r in records} | {r['target'] for r in records}
+        return [a for a in split if a in used]
+
     def _report_missing(self, missing: Dict[str, Dict[str, str]], per_category) -> None:
-        report_missing(missing, {c: len(split) for c, (_, split) in per_category.items()},
+        report_missing(missing, {c: len(self._to_check(records, split))
+                                 for c, (records, split) in per_category.items()},
                        f'Fashion-IQ {self.split}', FIQ_LAYOUT, self.skip_missing,
                        self.report_file('fashioniq'))

@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from conftest import GALLERY_PIPELINE, QUERY_PIPELINE, TRAIN_PIPELINE, shared_data, \
-    write_standin_images
+from conftest import (GALLERY_PIPELINE, QUERY_PIPELINE, TRAIN_PIPELINE, make_tiny_cirr,
+                      shared_data, write_standin_images)
 from ssn_plugin.datasets import CIRR, MissingImages
 from ssn_plugin.registry import DATASETS
 
@@ -161,3 +161,36 @@ def test_unreadable_image_names_the_file(tiny_cirr):
     dataset = CIRR(root, 'val', pipeline=QUERY_PIPELINE)
     with pytest.raises(OSError, match='cannot read image .*' + name):
         dataset[0]
+
+
+def rewrite_val(root, change):
+    path = osp.join(root, 'cirr', 'captions', 'cap.rc2.val.json')
+    records = json.load(open(path))
+    change(records)
+    json.dump(records, open(path, 'w'))
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda r: r[3].update(pairid=r[1]['pairid']),
+     r'record 3 \(pairid \d+\): the pairid is already used by record 1'),
+    (lambda r: r[2].update(target_hard=r[2]['reference']),
+     r'record 2 \(pairid \d+\): the target is the reference image'),
+])
+def test_duplicate_pairid_and_target_equal_to_reference_are_refused(tiny_cirr, change, message):
+    rewrite_val(tiny_cirr['root'], change)
+    with pytest.raises(ValueError, match=message):
+        CIRR(tiny_cirr['root'], 'val')
+
+
+def test_train_checks_only_the_images_its_triplets_use(tmp_path):
+    root = str(tmp_path / 'cirr_dataset')
+    train = make_tiny_cirr(root, num_images=40, num_train=3)['train']
+    used = {n for r in train['records']
+            for n in (r['reference'], r['target_hard'], *r['img_set']['members'])}
+    unused = [n for n in train['rels'] if n not in used]
+    assert unused, 'the fixture should list images no triplet uses'
+    os.remove(osp.join(root, 'images', train['rels'][unused[0]]))
+    assert len(CIRR(root, 'train', report_dir=str(tmp_path))) == len(train['records'])
+    os.remove(osp.join(root, 'images', train['rels'][train['records'][0]['reference']]))
+    with pytest.raises(MissingImages, match='1 of'):
+        CIRR(root, 'train', report_dir=str(tmp_path))

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import shared_data, write_image
+from conftest import make_tiny_fiq, shared_data, write_image
 from ssn_plugin.datasets import FashionIQ, MissingImages, fiq_caption
 from ssn_plugin.registry import TRANSFORMS
 
@@ -179,3 +179,17 @@ def test_missing_list_goes_to_the_run_log_dir(tmp_path):
     with pytest.raises(MissingImages, match='dress: 1 of 14'):
         FashionIQ(root, 'val')
     assert 'DV00000003' in (log_dir / 'missing_images_fashioniq_val.txt').read_text()
+
+
+def test_train_checks_only_the_images_its_triplets_use(tmp_path):
+    root = tmp_path / 'fiq'
+    make_tiny_fiq(str(root), num_triplets=2)
+    records = json.load(open(root / 'captions' / 'cap.dress.train.json'))
+    used = {r['candidate'] for r in records} | {r['target'] for r in records}
+    unused = [a for a in json.load(open(root / 'image_splits' / 'split.dress.train.json'))
+              if a not in used]
+    os.remove(root / 'images' / f'{unused[0]}.png')
+    assert len(FashionIQ(str(root), 'train', report_dir=str(tmp_path))) == 3 * 2
+    os.remove(root / 'images' / f'{records[0]["candidate"]}.png')
+    with pytest.raises(MissingImages, match=r'dress: 1 of \d'):
+        FashionIQ(str(root), 'train', report_dir=str(tmp_path))
