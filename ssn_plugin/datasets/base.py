@@ -2,10 +2,13 @@
 import json
 import os
 import os.path as osp
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from mmengine.dataset import BaseDataset
 from mmengine.logging import MMLogger, print_log
+from mmengine.utils import ProgressBar
+from PIL import Image
 
 from ssn_plugin.registry import DATASETS, TRANSFORMS
 from .transforms import fill_meta_keys
@@ -37,9 +40,43 @@ def default_report_dir() -> str:
     return osp.dirname(log_file) if log_file else os.getcwd()
 
 
+def _decode_error(path: str) -> Optional[str]:
+    """None when the image decodes completely, else why it does not."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return None
+    except Exception as err:  # PIL raises many types for broken files; all mean unreadable
+        return f'{type(err).__name__}: {err}'
+
+
+def find_bad_images(paths: Dict[str, str], decode: bool = False,
+                    workers: Optional[int] = None) -> Dict[str, str]:
+    """name -> problem (``'missing'`` or ``'unreadable: <error>'``) for the images in ``paths``.
+
+    Existence is always checked; with ``decode`` every present file is also decoded once, in
+    ``workers`` threads (PIL releases the GIL while decompressing), with a progress bar, so a
+    truncated, empty or non-image file is found before training instead of hours into it.
+    """
+    bad = {name: 'missing' for name, path in paths.items() if not osp.isfile(path)}
+    if not decode:
+        return bad
+    present = [(name, path) for name, path in paths.items() if name not in bad]
+    print_log(f'Decoding {len(present)} images to check them', logger='current')
+    bar = ProgressBar(len(present))
+    with ThreadPoolExecutor(workers or min(16, os.cpu_count() or 1)) as pool:
+        for (name, _), error in zip(present, pool.map(_decode_error, [p for _, p in present])):
+            bar.update()
+            if error is not None:
+                bad[name] = f'unreadable: {error}'
+    return bad
+
+
 def report_missing(missing: Dict[str, Dict[str, str]], totals: Dict[str, int], what: str,
-                   layout: str, skip_missing: bool, report_file: str) -> None:
-    """Write the full list of missing images, then raise, or log the counts when skipping.
+                   layout: str, skip_missing: bool, report_file: str,
+                   problems: Optional[Dict[str, str]] = None) -> None:
+    """Write the full list of missing (or unreadable) images, then raise, or log the counts
+    when skipping.
 
     Args:
         missing (dict): group (a split or category) -> {image name: expected path}.
@@ -47,18 +84,25 @@ def report_missing(missing: Dict[str, Dict[str, str]], totals: Dict[str, int], w
         what (str): Which dataset/split, for the messages.
         layout (str): The expected directory layout, shown in the error.
         skip_missing (bool): Log and continue instead of raising.
-        report_file (str): Where the list goes, one ``group<TAB>name<TAB>path`` per line.
+        report_file (str): Where the list goes, one ``group<TAB>name<TAB>path<TAB>problem``
+            per line.
+        problems (dict, optional): name -> problem from :func:`find_bad_images`. Defaults to
+            None (every image is missing).
     """
     total = sum(len(m) for m in missing.values())
     if not total:
         return
+    problems = problems or {}
     os.makedirs(osp.dirname(osp.abspath(report_file)), exist_ok=True)
     with open(report_file, 'w') as f:
         for group, lost in missing.items():
-            f.writelines(f'{group}\t{name}\t{path}\n' for name, path in sorted(lost.items()))
+            f.writelines(f'{group}\t{name}\t{path}\t{problems.get(name, "missing")}\n'
+                         for name, path in sorted(lost.items()))
+    kind = ('missing or unreadable' if any(p != 'missing' for p in problems.values())
+            else 'missing')
     counts = ', '.join(f'{g}: {len(m)} of {totals[g]}' for g, m in missing.items())
     examples = ', '.join(sorted(p for m in missing.values() for p in m.values())[:5])
-    summary = (f'{what}: {total} of {sum(totals.values())} referenced images are missing '
+    summary = (f'{what}: {total} of {sum(totals.values())} referenced images are {kind} '
                f'({counts}); the full list is in {report_file}, e.g. {examples}.')
     if not skip_missing:
         raise MissingImages(
@@ -124,6 +168,9 @@ class BaseCIRDataset(BaseDataset):
         report_dir (str, optional): Where the list of missing images is written
             (``missing_images_<dataset>_<split>.txt``); None = the current run's log directory
             in the work dir (or the working directory outside a run). Defaults to None.
+        decode_images (bool): Also decode every checked image once, in parallel, when the
+            annotations load, and report every unreadable file (truncated, empty, not an image)
+            with the missing ones, before training starts. Defaults to False (existence only).
         **kwargs: Passed to ``BaseDataset``.
     """
 
@@ -134,8 +181,9 @@ class BaseCIRDataset(BaseDataset):
                  'tgt_name')
 
     def __init__(self, pipeline: Sequence = (), gallery_pipeline: Optional[Sequence] = None,
-                 report_dir: Optional[str] = None, **kwargs):
+                 report_dir: Optional[str] = None, decode_images: bool = False, **kwargs):
         self.report_dir = report_dir
+        self.decode_images = decode_images
         self.gallery: List[dict] = []
         # Built once, so that settings filled in later (the model's image size) are kept.
         self.gallery_pipeline = (None if gallery_pipeline is None else

@@ -5,7 +5,7 @@ from typing import List, Optional, Sequence
 from mmengine.logging import print_log
 
 from ssn_plugin.registry import DATASETS
-from .base import BaseCIRDataset, check_record, load_json, report_missing
+from .base import BaseCIRDataset, check_record, find_bad_images, load_json, report_missing
 
 CIRR_LAYOUT = """\
     data_root/
@@ -192,10 +192,11 @@ class CIRR(BaseCIRDataset):
         """name -> path of the split's missing images, reported (raises unless skipping)."""
         if not self.check_images:
             return {}
-        missing = {name: path for name, path in paths.items() if not osp.isfile(path)}
+        problems = find_bad_images(paths, decode=self.decode_images)
+        missing = {name: paths[name] for name in problems}
         report_missing({self.split: missing}, {self.split: len(paths)},
                        f'CIRR {self.split} ({self.img_root})', CIRR_LAYOUT, self.skip_missing,
-                       self.report_file('cirr'))
+                       self.report_file('cirr'), problems)
         return missing
 
     def _item(self, record: dict, paths: dict, index: dict, missing: dict) -> Optional[dict]:

@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence
 from mmengine.logging import print_log
 
 from ssn_plugin.registry import DATASETS
-from .base import BaseCIRDataset, check_record, load_json, report_missing
+from .base import BaseCIRDataset, check_record, find_bad_images, load_json, report_missing
 
 FIQ_LAYOUT = """\
     data_root/
@@ -158,10 +158,14 @@ class FashionIQ(BaseCIRDataset):
 
         missing: Dict[str, Dict[str, str]] = {}
         if self.check_images:
+            problems = {}
             for category, (records, split) in per_category.items():
-                missing[category] = {a: self.image_path(a) for a in self._to_check(records, split)
-                                     if not osp.isfile(self.image_path(a))}
-            self._report_missing(missing, per_category)
+                found = find_bad_images({a: self.image_path(a)
+                                         for a in self._to_check(records, split)},
+                                        decode=self.decode_images)
+                missing[category] = {a: self.image_path(a) for a in found}
+                problems.update(found)
+            self._report_missing(missing, per_category, problems)
 
         data_list, self.gallery = [], []
         for category, (records, split) in per_category.items():
@@ -210,8 +214,9 @@ class FashionIQ(BaseCIRDataset):
         used = {r['candidate'] for r in records} | {r['target'] for r in records}
         return [a for a in split if a in used]
 
-    def _report_missing(self, missing: Dict[str, Dict[str, str]], per_category) -> None:
+    def _report_missing(self, missing: Dict[str, Dict[str, str]], per_category,
+                        problems: Dict[str, str]) -> None:
         report_missing(missing, {c: len(self._to_check(records, split))
                                  for c, (records, split) in per_category.items()},
                        f'Fashion-IQ {self.split}', FIQ_LAYOUT, self.skip_missing,
-                       self.report_file('fashioniq'))
+                       self.report_file('fashioniq'), problems)

@@ -194,3 +194,19 @@ def test_train_checks_only_the_images_its_triplets_use(tmp_path):
     os.remove(osp.join(root, 'images', train['rels'][train['records'][0]['reference']]))
     with pytest.raises(MissingImages, match='1 of'):
         CIRR(root, 'train', report_dir=str(tmp_path))
+
+
+def test_decode_check_reports_every_unreadable_image_at_once(tmp_path, tiny_cirr):
+    root, rels = tiny_cirr['root'], tiny_cirr['val']['rels']
+    names = list(rels)[:3]
+    open(osp.join(root, rels[names[0]]), 'wb').close()  # zero bytes
+    with open(osp.join(root, rels[names[1]]), 'r+b') as f:  # truncated
+        f.truncate(60)
+    with open(osp.join(root, rels[names[2]]), 'w') as f:  # not an image
+        f.write('<html>404</html>')
+    assert len(CIRR(root, 'val')) == len(tiny_cirr['val']['records'])  # existence only
+    with pytest.raises(MissingImages, match='3 of 24 referenced images are missing or unreadable'):
+        CIRR(root, 'val', decode_images=True, report_dir=str(tmp_path))
+    listed = (tmp_path / 'missing_images_cirr_val.txt').read_text().splitlines()
+    assert sorted(line.split('\t')[1] for line in listed) == sorted(names)
+    assert all(line.split('\t')[3].startswith('unreadable: ') for line in listed)
