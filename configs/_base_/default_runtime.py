@@ -12,8 +12,10 @@ default_hooks = dict(
 # ImageSizeFromModelHook gives resize transforms left without a size (CLIPResizeCrop()) the
 # model's input resolution; GalleryFeatureHook encodes the evaluation gallery once before each
 # validation / test.
+# EpochSeedHook reseeds every training epoch from (seed, epoch, rank): resume = never stopped.
 custom_hooks = [
     dict(type='SafeCheckpointLoaderHook'),
+    dict(type='EpochSeedHook'),
     dict(type='ImageSizeFromModelHook'),
     dict(type='GalleryFeatureHook'),
 ]

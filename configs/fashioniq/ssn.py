@@ -32,6 +32,7 @@ optim_wrapper = dict(type='AmpOptimWrapper')
 
 custom_hooks = [
     dict(type='SafeCheckpointLoaderHook'),
+    dict(type='EpochSeedHook'),
     dict(type='ImageSizeFromModelHook'),
     dict(type='GalleryFeatureHook'),
     # The release fine-tunes the vision tower in the first epoch only.

@@ -29,7 +29,8 @@ train_dataloader = dict(
     # (1 GPU: 128, 4: 32, 8: 16), or keep 128 and add --auto-scale-lr (global N x 128).
     batch_size=128,
     num_workers=4,
-    persistent_workers=True,
+    # Fresh workers every epoch: the random caption forms then resume exactly (EpochSeedHook).
+    persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=True),
     collate_fn=dict(type='pseudo_collate'),
     drop_last=True,
