@@ -87,3 +87,25 @@ def install_checkpoint_loader() -> None:
     On every torch version: before 2.6 mmengine's own ``torch.load`` would unpickle anything.
     """
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
+
+
+def check_checkpoint_fits(model: torch.nn.Module, state: dict) -> None:
+    """Refuse a state dict that does not fit ``model``: missing, unexpected or differently
+    shaped tensors (mmengine's Runner loads with ``strict=False`` and would only warn, then
+    evaluate or train a partly random model)."""
+    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f'{k} {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} in the model'
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if not (missing or unexpected or shapes):
+        return
+    problems = [f'{len(items)} {what} (first: {items[0]})' for items, what in (
+        (shapes, 'tensors of another shape'), (missing, 'tensors missing'),
+        (unexpected, 'tensors the model does not have')) if items]
+    raise ValueError(
+        'the checkpoint does not fit the model of this config, was it trained with another '
+        f'architecture (backbone arch, widths, fusion)?: {"; ".join(problems)}. To load only '
+        "the matching part on purpose, set dict(type='SafeCheckpointLoaderHook', strict=False)"
+        ' in custom_hooks.')

@@ -12,7 +12,11 @@ from mmengine.model import is_model_wrapper
 
 from ssn_plugin.datasets.transforms import fill_image_size
 from ssn_plugin.registry import HOOKS
-from .checkpoint import install_checkpoint_loader
+from .checkpoint import check_checkpoint_fits, install_checkpoint_loader
+
+
+def _unwrap(model):
+    return model.module if is_model_wrapper(model) else model
 
 
 def encode_gallery(runner, dataset, batch_size: int, num_workers: int = 0):
@@ -107,17 +111,30 @@ class GalleryFeatureHook(Hook):
 
 @HOOKS.register_module()
 class SafeCheckpointLoaderHook(Hook):
-    """Load checkpoints through :func:`~ssn_plugin.engine.load_local_checkpoint`.
+    """Load checkpoints through :func:`~ssn_plugin.engine.load_local_checkpoint`, and only
+    checkpoints that fit the model.
 
     ``before_run`` comes before the Runner loads (``load_from``) or resumes a checkpoint, in
     ``train()`` and ``test()`` alike, so every checkpoint a run reads is loaded with
-    ``weights_only=True`` on any torch version.
+    ``weights_only=True`` on any torch version. Every loaded checkpoint is then checked against
+    the model (:func:`~ssn_plugin.engine.checkpoint.check_checkpoint_fits`).
+
+    Args:
+        strict (bool): Refuse a checkpoint with missing, unexpected or differently shaped
+            tensors. False lets mmengine load the matching part (it warns). Defaults to True.
     """
 
     priority = 'VERY_HIGH'
 
+    def __init__(self, strict: bool = True):
+        self.strict = strict
+
     def before_run(self, runner) -> None:
         install_checkpoint_loader()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self.strict:
+            check_checkpoint_fits(_unwrap(runner.model), checkpoint.get('state_dict', checkpoint))
 
 
 @HOOKS.register_module()
@@ -145,10 +162,6 @@ class EpochSeedHook(Hook):
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def _unwrap(model):
-    return model.module if is_model_wrapper(model) else model
 
 
 @HOOKS.register_module()

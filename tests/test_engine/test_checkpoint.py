@@ -39,3 +39,27 @@ def test_arbitrary_objects_are_still_refused(tmp_path):
     torch.save(dict(obj=Arbitrary()), path)
     with pytest.raises(pickle.UnpicklingError):
         CheckpointLoader.load_checkpoint(path, map_location='cpu')
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
+    """mmengine loads with strict=False and only warns; the test would run a half-random model."""
+    import json
+    import os.path as osp
+    import sys
+    from conftest import PROJECT_ROOT, TINY_CLIP, make_tiny_cirr, tiny_ssn_cfg
+    from ssn_plugin.registry import MODELS
+    from test_tools import write_tiny_config
+    sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))
+    import test as test_tool
+
+    clip_file = tmp_path / 'tiny_clip.json'
+    clip_file.write_text(json.dumps(TINY_CLIP))
+    make_tiny_cirr(str(tmp_path / 'cirr'), num_images=8, num_train=2, num_val=3)
+    config = write_tiny_config(tmp_path, str(tmp_path / 'cirr'), str(clip_file))
+    other = dict(TINY_CLIP, vision_cfg=dict(TINY_CLIP['vision_cfg'], width=48))
+    model = MODELS.build(tiny_ssn_cfg(other))
+    ckpt = str(tmp_path / 'other.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
+    with pytest.raises(ValueError, match=r'does not fit the model .* tensors of another shape '
+                                         r'\(first: clip\.model\.visual'):
+        test_tool.main([config, ckpt, '--work-dir', str(tmp_path / 'work')])
