@@ -34,7 +34,8 @@ class CIRR(BaseCIRDataset):
 
     The gallery of a split is every image of ``split.rc2.<split>.json``, in the file's order.
     Records are checked when they load: required keys and types, six ``img_set`` members,
-    images known to the split file, unique pairids and a target that is not the reference.
+    images known to the split file, unique pairids and a target that is not the reference;
+    no image or pairid may also belong to another split whose files are present.
     Each item is a dict with ``pairid``, ``text`` (the raw caption), ``ref_img_path``,
     ``tgt_img_path`` (None for test1), ``ref_index``, ``target_index`` (-1 for test1) and
     ``subset_index`` (the six ``img_set`` members, reference included, as gallery indices), plus
@@ -174,7 +175,31 @@ class CIRR(BaseCIRDataset):
                 raise ValueError(f'{where}: the target is the reference image '
                                  f'{record["reference"]!r}; CIRR removes the reference from '
                                  'the ranking, so this query could never be answered')
+        self._check_other_splits(records, paths)
         return records, paths
+
+    def _check_other_splits(self, records: List[dict], paths: dict) -> None:
+        """No image and no pairid may belong to two splits (a leak between training and
+        evaluation); the other splits' files are read when they exist."""
+        pairids = {record['pairid'] for record in records}
+        for other in self.SPLITS:
+            if other == self.split:
+                continue
+            split_file = self.split_file.replace(f'.{self.split}.json', f'.{other}.json')
+            if osp.isfile(split_file):
+                shared = sorted(set(load_json(split_file, CIRR_LAYOUT)) & set(paths))
+                if shared:
+                    raise ValueError(f'{len(shared)} images of {self.split_file} are also in '
+                                     f'{split_file}, e.g. {shared[:5]}; splits must not share '
+                                     'images')
+            caption_file = self.caption_file.replace(f'.{self.split}.json', f'.{other}.json')
+            if osp.isfile(caption_file):
+                shared = sorted(pairids & {r.get('pairid') for r in
+                                           load_json(caption_file, CIRR_LAYOUT)})
+                if shared:
+                    raise ValueError(f'{len(shared)} pairids of {self.caption_file} are also in '
+                                     f'{caption_file}, e.g. {shared[:5]}; pairids must be '
+                                     'unique across splits')
 
     def _images_to_check(self, records: List[dict], paths: dict) -> dict:
         """Training checks the images its triplets use; evaluation the whole gallery."""

@@ -178,8 +178,9 @@ def generate_shapes_dataset(root: str, seed: int = 0, num_train_sets: int = 3000
     rng = random.Random(seed)
     scenes: Dict[str, list] = {}
     counts = {}
-    for split, prefix, num_sets in (('train', 'train', num_train_sets),
-                                    ('val', 'dev', num_val_sets)):
+    # Pairids are unique across splits, as CIRR's (val starts at 1,000,000).
+    for split, prefix, num_sets, first_pairid in (('train', 'train', num_train_sets, 0),
+                                                  ('val', 'dev', num_val_sets, 1_000_000)):
         records, rels = [], {}
         for set_id in range(num_sets):
             base, variants = _image_set(rng)
@@ -198,7 +199,8 @@ def generate_shapes_dataset(root: str, seed: int = 0, num_train_sets: int = 3000
             rng.shuffle(order)
             for q, i in enumerate(rng.sample(range(1, 6), queries_per_set)):
                 records.append(dict(
-                    pairid=len(records), reference=names[0], target_hard=names[i],
+                    pairid=first_pairid + len(records), reference=names[0],
+                    target_hard=names[i],
                     target_soft={names[i]: 1.0}, caption=variants[i - 1][1],
                     img_set=dict(id=set_id, members=[names[j] for j in order],
                                  reference_rank=order.index(0), target_rank=order.index(i)),

@@ -210,3 +210,19 @@ def test_decode_check_reports_every_unreadable_image_at_once(tmp_path, tiny_cirr
     listed = (tmp_path / 'missing_images_cirr_val.txt').read_text().splitlines()
     assert sorted(line.split('\t')[1] for line in listed) == sorted(names)
     assert all(line.split('\t')[3].startswith('unreadable: ') for line in listed)
+
+
+def test_images_or_pairids_shared_between_splits_are_refused(tiny_cirr):
+    root, train = tiny_cirr['root'], tiny_cirr['train']
+    rewrite_val(root, lambda r: r[0].update(pairid=train['records'][5]['pairid']))
+    with pytest.raises(ValueError, match=r'1 pairids of .*cap\.rc2\.val\.json are also in '
+                                         r'.*cap\.rc2\.train\.json'):
+        CIRR(root, 'val')
+    rewrite_val(root, lambda r: r[0].update(pairid=999999))
+    split_file = osp.join(root, 'cirr', 'image_splits', 'split.rc2.train.json')
+    rels = json.load(open(split_file))
+    val_name = next(iter(tiny_cirr['val']['rels']))
+    json.dump(dict(rels, **{val_name: './train/0/x.png'}), open(split_file, 'w'))
+    with pytest.raises(ValueError, match=rf"1 images of .*split\.rc2\.val\.json are also in "
+                                         rf".*split\.rc2\.train\.json, e\.g\. \['{val_name}'\]"):
+        CIRR(root, 'val')
