@@ -1,17 +1,20 @@
 """Resume equals never stopped: a run killed with SIGKILL inside an epoch and resumed with
-``--resume`` ends with bit-identical weights and validation metrics (CPU)."""
+``--resume`` ends with bit-identical weights and validation metrics (CPU); a rank killed in a
+2-process run stops the run, which then resumes."""
 import json
+import os
 import os.path as osp
 import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
 from conftest import PROJECT_ROOT, TINY_CLIP, make_tiny_cirr
-from test_tools import write_tiny_config
+from test_tools import dist_env, write_tiny_config
 
 KILLER = '''
 import os
@@ -39,7 +42,7 @@ def train(config, work_dir, *extra, expect_rc=0):
     result = subprocess.run(
         [sys.executable, osp.join(PROJECT_ROOT, 'tools', 'train.py'), config, '--work-dir',
          work_dir, *extra], capture_output=True, text=True, cwd=osp.dirname(config),
-        env={**__import__('os').environ, 'PYTHONPATH': osp.dirname(config)})
+        env={**os.environ, 'PYTHONPATH': osp.dirname(config)})
     assert result.returncode == expect_rc, (result.stdout + result.stderr)[-3000:]
     return result.stdout + result.stderr
 
@@ -82,3 +85,46 @@ custom_hooks = [
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert last_validation(resumed) == last_validation(straight)
+
+
+@pytest.mark.slow
+def test_a_killed_rank_stops_the_run_and_resume_continues(tmp_path):
+    """One of 2 processes dies: torchrun stops the other and fails; --resume then finishes."""
+    (tmp_path / 'tiny_clip.json').write_text(json.dumps(TINY_CLIP))
+    data_root = str(tmp_path / 'cirr_dataset')
+    make_tiny_cirr(data_root)
+    config = write_tiny_config(tmp_path, data_root, str(tmp_path / 'tiny_clip.json'),
+                               max_epochs=2)
+    (tmp_path / 'killer_hook.py').write_text(KILLER.replace(
+        'if runner.epoch == self.epoch', "if os.environ.get('RANK') == '1' and "
+        'runner.epoch == self.epoch'))
+    killed_config = tmp_path / 'killed.py'
+    killed_config.write_text(f"""
+_base_ = [{config!r}]
+custom_imports = dict(imports=['killer_hook'], allow_failed_imports=False)
+custom_hooks = [
+    dict(type='SafeCheckpointLoaderHook'), dict(type='EpochSeedHook'),
+    dict(type='ImageSizeFromModelHook'), dict(type='GalleryFeatureHook'),
+    dict(type='KillAtIterHook', epoch=1, iteration=0),
+]
+""")
+    work_dir = str(tmp_path / 'work')
+    gloo = ['--cfg-options', 'env_cfg.dist_cfg.backend=gloo', 'model_wrapper_cfg.device_ids=None']
+    env = dict(dist_env(), PYTHONPATH=str(tmp_path))
+    start = time.perf_counter()
+    killed = subprocess.run(
+        ['bash', osp.join(PROJECT_ROOT, 'tools', 'dist_train.sh'), str(killed_config), '2',
+         '--work-dir', work_dir, *gloo], cwd=str(tmp_path), capture_output=True, text=True,
+        env=env, timeout=300)
+    out = killed.stdout + killed.stderr
+    assert killed.returncode != 0 and 'exitcode  : -9' in out, out[-3000:]
+    assert time.perf_counter() - start < 240  # the surviving rank does not hang forever
+    assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
+    assert not osp.exists(osp.join(work_dir, 'epoch_2.pth'))
+    env['PORT'] = str(int(env['PORT']) + 1)
+    resumed = subprocess.run(
+        ['bash', osp.join(PROJECT_ROOT, 'tools', 'dist_train.sh'), config, '2', '--work-dir',
+         work_dir, '--resume', *gloo], cwd=str(tmp_path), capture_output=True, text=True,
+        env=env, timeout=300)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    assert osp.isfile(osp.join(work_dir, 'epoch_2.pth'))
