@@ -117,7 +117,8 @@ custom_hooks = [
          '--work-dir', work_dir, *gloo], cwd=str(tmp_path), capture_output=True, text=True,
         env=env, timeout=300)
     out = killed.stdout + killed.stderr
-    assert killed.returncode != 0 and 'exitcode  : -9' in out, out[-3000:]
+    # torchrun names the failed process (the killed one, or the one that lost its peer first).
+    assert killed.returncode != 0 and 'ChildFailedError' in out, out[-3000:]
     assert time.perf_counter() - start < 240  # the surviving rank does not hang forever
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
     assert not osp.exists(osp.join(work_dir, 'epoch_2.pth'))

@@ -31,8 +31,26 @@ def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return features
-    from torch.distributed.nn.functional import all_gather
-    return torch.cat(all_gather(features.contiguous()), dim=0)
+    return _GatherWithGrad.apply(features)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; backward sums the gradient over processes and returns this
+    process's slice (what ``torch.distributed.nn.all_gather`` does; that one is deprecated)."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(features) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, features.contiguous())
+        ctx.rows = slice(dist.get_rank() * features.shape[0],
+                         (dist.get_rank() + 1) * features.shape[0])
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rows]
 
 
 def symmetric_info_nce(logits: torch.Tensor) -> torch.Tensor:
