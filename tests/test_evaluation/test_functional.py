@@ -178,6 +178,7 @@ def test_topk_may_reach_every_rankable_item():
 
 def test_unknown_and_absent_targets_rank_minus_one():
     query, gallery = scored_gallery()
+    query[1] = gallery[5]  # query 1 matches its target, the last gallery image, exactly
     # Query 0's target is unknown; query 1's target (image 5, the last one) is not in its
     # subset; queries 2-4 have theirs in the subset.
     target = torch.tensor([-1, 5, 2, 3, 4])
@@ -186,9 +187,8 @@ def test_unknown_and_absent_targets_rank_minus_one():
     out = rank_gallery(query, gallery, target, exclude_index=exclude, subset_index=subset)
     assert out['target_rank'][0] == -1 and out['subset_target_rank'][0] == -1
     assert out['subset_target_rank'][1] == -1  # image 5 is not in query 1's subset
-    # Image 5 is rankable for query 1 (exclusion -1 removes nothing): its rank is counted.
-    scores = query[1] @ gallery.t()
-    assert out['target_rank'][1] == int((scores > scores[5]).sum())
+    # Image 5 is rankable for query 1 (exclusion -1 removes nothing, not the last image).
+    assert out['target_rank'][1] == 0
     assert (out['subset_target_rank'][2:] >= 0).all()
 
 

@@ -21,10 +21,11 @@ TEXTS = ['make it red', 'remove the dog and add two cats', 'a', 'the same but bi
 LOSS_KEYS = ('loss_con', 'loss_kl')
 
 
-def build(gather: bool):
+def build(gather: bool, degradation: bool = True):
     torch.manual_seed(0)  # the same initial weights in every process
     cfg = tiny_ssn_cfg(TINY_CLIP, loss=dict(type='SSNLoss', gather=gather),
-                       fusion=dict(type='SSNFusion', num_heads=2, ffn_dim=64, dropout=0.0))
+                       fusion=dict(type='SSNFusion', num_heads=2, ffn_dim=64, dropout=0.0),
+                       degradation=degradation)
     return MODELS.build(cfg).train()
 
 
@@ -38,17 +39,18 @@ def batch():
 def step(model, part: slice):
     ref, tgt, samples = batch()
     losses = model.loss(dict(ref_img=ref[part], tgt_img=tgt[part]), samples[part])
-    sum(losses[k] for k in LOSS_KEYS).backward()
+    keys = [k for k in LOSS_KEYS if k in losses]
+    sum(losses[k] for k in keys).backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return {k: losses[k].detach() for k in LOSS_KEYS}, grads
+    return {k: losses[k].detach() for k in keys}, grads
 
 
-def worker(rank: int, world: int, port: int, gather: bool, out: str):
+def worker(rank: int, world: int, port: int, gather: bool, out: str, degradation: bool):
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
                             world_size=world)
     torch.set_num_threads(1)
     per = len(TEXTS) // world
-    losses, grads = step(build(gather), slice(rank * per, (rank + 1) * per))
+    losses, grads = step(build(gather, degradation), slice(rank * per, (rank + 1) * per))
     for grad in grads.values():  # DDP: the mean over processes
         dist.all_reduce(grad)
         grad /= world
@@ -58,18 +60,38 @@ def worker(rank: int, world: int, port: int, gather: bool, out: str):
     dist.destroy_process_group()
 
 
-def run_two_processes(tmp_path, gather: bool) -> dict:
+def run_two_processes(tmp_path, gather: bool, degradation: bool = True) -> dict:
+    port = free_port()
+    out = str(tmp_path / f'two_{gather}_{degradation}.pth')
+    mp.spawn(worker, args=(2, port, gather, out, degradation), nprocs=2, join=True)
+    return torch.load(out, weights_only=True)
+
+
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    out = str(tmp_path / f'two_{gather}.pth')
-    mp.spawn(worker, args=(2, port, gather, out), nprocs=2, join=True)
-    return torch.load(out, weights_only=True)
+        return sock.getsockname()[1]
+
+
+def check_gather_in_this_process():
+    """The autograd gather on a 1-process group: identity forward, identity gradient. Run in
+    this process also so that tools that trace calls (mutation testing) see the function."""
+    from ssn_plugin.models.losses import _GatherWithGrad
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0,
+                            world_size=1)
+    try:
+        x = torch.randn(3, 4, requires_grad=True)
+        y = _GatherWithGrad.apply(x)
+        (y * torch.arange(4.0)).sum().backward()
+        assert torch.equal(y, x) and torch.equal(x.grad, torch.arange(4.0).expand(3, 4))
+    finally:
+        dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_two_processes_equal_one_with_the_whole_batch(tmp_path):
     os.environ.setdefault('OMP_NUM_THREADS', '1')
+    check_gather_in_this_process()
     single_losses, single_grads = step(build(gather=True), slice(None))
     two = run_two_processes(tmp_path, gather=True)
     for key in LOSS_KEYS:
@@ -81,6 +103,9 @@ def test_two_processes_equal_one_with_the_whole_batch(tmp_path):
                 for n, g in single_grads.items())
     assert worst < 5e-5, worst
 
+    # Degradation off (no complementary branch): gathering skips the missing q-.
+    no_kl = run_two_processes(tmp_path, gather=True, degradation=False)['losses']
+    assert set(no_kl) == {'loss_con'} and no_kl['loss_con'] > 0
     # Without gathering each process only sees its half: a different objective.
     local = run_two_processes(tmp_path, gather=False)
     assert not torch.allclose(local['losses']['loss_con'], single_losses['loss_con'])

@@ -238,7 +238,7 @@ def test_release_defaults_of_fusion_and_loss():
     layer = SSNFusion(width=32, num_layers=2, ffn_dim=64, dropout=0.0).encoder.layers[1]
     assert layer.linear1.out_features == 64 and layer.dropout.p == 0.0
     loss = SSNLoss()
-    assert (loss.logit_scale, loss.kl_weight) == (100.0, 0.1)
+    assert (loss.logit_scale, loss.kl_weight, loss.gather) == (100.0, 0.1, False)
 
 
 def test_sub_module_configs_are_followed():
