@@ -3,6 +3,11 @@
     OMP_NUM_THREADS=1 SSN_SHARED_DATA=../shared/data mutmut run --max-children 2
     python tools/mutation_report.py [--out benchmarks/mutation_survivors.md]
 
+mutmut finds the tests of a mutant by tracing calls in the test process; code that only runs in
+subprocesses (the 2-process gradient gather) gets "no tests". ``--run-untraced TEST`` runs each
+such mutant with TEST in mutmut's ``mutants/`` copy (``MUTANT_UNDER_TEST`` set, which the
+subprocesses inherit) and records the outcome in ``benchmarks/mutation_untraced.tsv``.
+
 Survivors are matched against ``benchmarks/mutation_equivalents.tsv`` (``mutant name<TAB>reason``
 per line, maintained by hand): a listed survivor is an *equivalent* mutant (it changes no
 observable behaviour; the reason says why); an unlisted one is *unexplained* and needs a sharper
@@ -12,6 +17,7 @@ import argparse
 import collections
 import glob
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -19,6 +25,8 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 EQUIVALENTS = osp.join(ROOT, 'benchmarks', 'mutation_equivalents.tsv')
+UNTRACED = osp.join(ROOT, 'benchmarks', 'mutation_untraced.tsv')
+NO_TESTS = 33
 # mutmut's exit codes: 0 = the tests passed (survived), 1 = a test failed (killed), others:
 # timeouts (-24, SIGXCPU) and crashes, which count as killed; None = not run.
 SURVIVED = 0
@@ -45,6 +53,30 @@ def read_equivalents(path: str) -> dict:
     return reasons
 
 
+def run_untraced(names, test: str, mutants_dir: str) -> dict:
+    """name -> exit code of ``pytest TEST`` with the mutant active (non-zero = killed)."""
+    outcome = {}
+    env = dict(os.environ, PYTHONPATH=mutants_dir, OMP_NUM_THREADS='1')
+    for name in names:
+        env['MUTANT_UNDER_TEST'] = name
+        result = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-x', '-p', 'no:warnings',
+                                 '-p', 'no:cacheprovider', test], cwd=mutants_dir, env=env,
+                                capture_output=True)
+        outcome[name] = result.returncode
+        print(f'{name}: {"killed" if result.returncode else "SURVIVED"}', flush=True)
+    with open(UNTRACED, 'w') as f:
+        f.write(f'# mutants mutmut found no test for, run with {test}: name<TAB>exit code\n')
+        f.writelines(f'{n}\t{c}\n' for n, c in sorted(outcome.items()))
+    return outcome
+
+
+def read_untraced() -> dict:
+    if not osp.isfile(UNTRACED):
+        return {}
+    return {line.split('\t')[0]: int(line.split('\t')[1]) for line in open(UNTRACED)
+            if line.strip() and not line.startswith('#')}
+
+
 def diff_of(name: str) -> str:
     out = subprocess.run(['mutmut', 'show', name], capture_output=True, text=True, cwd=ROOT)
     return '\n'.join(line for line in out.stdout.splitlines()
@@ -55,10 +87,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--mutants', default=osp.join(ROOT, 'mutants'))
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'mutation_survivors.md'))
+    parser.add_argument('--run-untraced', metavar='TEST',
+                        help='run the mutants mutmut found no test for with this test file')
     args = parser.parse_args(argv)
     results = read_results(args.mutants)
+    untraced = [n for n, code in results.items() if code == NO_TESTS]
+    outcome = (run_untraced(untraced, args.run_untraced, args.mutants) if args.run_untraced
+               else read_untraced())
+    for name in untraced:
+        if name in outcome:  # killed: 1; survived: 0, like mutmut's own codes
+            results[name] = 1 if outcome[name] else SURVIVED
     reasons = read_equivalents(EQUIVALENTS)
-    not_run = [n for n, code in results.items() if code is None]
+    not_run = [n for n, code in results.items() if code is None or code == NO_TESTS]
     survivors = sorted(n for n, code in results.items() if code == SURVIVED)
     equivalent = [n for n in survivors if n in reasons]
     unexplained = [n for n in survivors if n not in reasons]
@@ -73,7 +113,8 @@ def main(argv=None):
         f'`mutmut run` + `python tools/mutation_report.py`, {time.strftime("%Y-%m-%d")}. '
         f'{len(results)} mutants in {", ".join(f"{k} ({v})" for k, v in sorted(per_file.items()))}.',
         '',
-        f'- run: {ran}; not run: {len(not_run)}',
+        f'- run: {ran} ({len(untraced)} of them, which mutmut traced to no test because they '
+        f'run in subprocesses only, with `--run-untraced`); not run: {len(not_run)}',
         f'- killed: {killed}',
         f'- survived: {len(survivors)} = {len(equivalent)} equivalent (reasons below) + '
         f'{len(unexplained)} unexplained',
