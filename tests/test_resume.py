@@ -53,14 +53,18 @@ def last_validation(log: str) -> str:
     return re.sub(r'\s+(data_time|time): [\d.]+', '', line.split('Epoch(val) [2]')[1])
 
 
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
+def killable_configs(tmp_path, iteration: int, rank=None):
+    """The tiny CIRR recipe (2 epochs of 6 iterations) and a copy that SIGKILLs itself after
+    ``iteration`` of the second epoch (only in process ``rank`` when given)."""
     (tmp_path / 'tiny_clip.json').write_text(json.dumps(TINY_CLIP))
     data_root = str(tmp_path / 'cirr_dataset')
     make_tiny_cirr(data_root)  # 24 triplets, batch 4: 6 iterations per epoch
     config = write_tiny_config(tmp_path, data_root, str(tmp_path / 'tiny_clip.json'),
                                max_epochs=2)
-    (tmp_path / 'killer_hook.py').write_text(KILLER)
+    killer = KILLER if rank is None else KILLER.replace(
+        'if runner.epoch == self.epoch',
+        f"if os.environ.get('RANK') == {rank!r} and runner.epoch == self.epoch")
+    (tmp_path / 'killer_hook.py').write_text(killer)
     killed_config = tmp_path / 'killed.py'
     killed_config.write_text(f"""
 _base_ = [{config!r}]
@@ -68,9 +72,15 @@ custom_imports = dict(imports=['killer_hook'], allow_failed_imports=False)
 custom_hooks = [
     dict(type='SafeCheckpointLoaderHook'), dict(type='EpochSeedHook'),
     dict(type='ImageSizeFromModelHook'), dict(type='GalleryFeatureHook'),
-    dict(type='KillAtIterHook', epoch=1, iteration=2),
+    dict(type='KillAtIterHook', epoch=1, iteration={iteration}),
 ]
 """)
+    return config, killed_config
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
+    config, killed_config = killable_configs(tmp_path, iteration=2)
     straight = train(config, str(tmp_path / 'straight'))
     train(str(killed_config), str(tmp_path / 'resumed'), expect_rc=-signal.SIGKILL)
     assert not osp.exists(tmp_path / 'resumed' / 'epoch_2.pth')  # it died inside epoch 2
@@ -90,24 +100,7 @@ custom_hooks = [
 @pytest.mark.slow
 def test_a_killed_rank_stops_the_run_and_resume_continues(tmp_path):
     """One of 2 processes dies: torchrun stops the other and fails; --resume then finishes."""
-    (tmp_path / 'tiny_clip.json').write_text(json.dumps(TINY_CLIP))
-    data_root = str(tmp_path / 'cirr_dataset')
-    make_tiny_cirr(data_root)
-    config = write_tiny_config(tmp_path, data_root, str(tmp_path / 'tiny_clip.json'),
-                               max_epochs=2)
-    (tmp_path / 'killer_hook.py').write_text(KILLER.replace(
-        'if runner.epoch == self.epoch', "if os.environ.get('RANK') == '1' and "
-        'runner.epoch == self.epoch'))
-    killed_config = tmp_path / 'killed.py'
-    killed_config.write_text(f"""
-_base_ = [{config!r}]
-custom_imports = dict(imports=['killer_hook'], allow_failed_imports=False)
-custom_hooks = [
-    dict(type='SafeCheckpointLoaderHook'), dict(type='EpochSeedHook'),
-    dict(type='ImageSizeFromModelHook'), dict(type='GalleryFeatureHook'),
-    dict(type='KillAtIterHook', epoch=1, iteration=0),
-]
-""")
+    config, killed_config = killable_configs(tmp_path, iteration=0, rank='1')
     work_dir = str(tmp_path / 'work')
     gloo = ['--cfg-options', 'env_cfg.dist_cfg.backend=gloo', 'model_wrapper_cfg.device_ids=None']
     env = dict(dist_env(), PYTHONPATH=str(tmp_path))
