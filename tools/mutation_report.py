@@ -111,7 +111,8 @@ def main(argv=None):
     lines = [
         '# Mutation testing results', '',
         f'`mutmut run` + `python tools/mutation_report.py`, {time.strftime("%Y-%m-%d")}. '
-        f'{len(results)} mutants in {", ".join(f"{k} ({v})" for k, v in sorted(per_file.items()))}.',
+        f'{len(results)} mutants in '
+        f'{", ".join(f"{k} ({v})" for k, v in sorted(per_file.items()))}.',
         '',
         f'- run: {ran} ({len(untraced)} of them, which mutmut traced to no test because they '
         f'run in subprocesses only, with `--run-untraced`); not run: {len(not_run)}',

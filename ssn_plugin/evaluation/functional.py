@@ -218,7 +218,8 @@ def fashioniq_recalls(query_feats: torch.Tensor,
                       target_index: torch.Tensor,
                       topk: Sequence[int] = (10, 50),
                       chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Dict[str, float]:
-    """Fashion-IQ Recall@K (percent); the reference stays in the gallery (docs/evaluation.md, section 4)."""
+    """Fashion-IQ Recall@K (percent); the reference stays in the gallery (docs/evaluation.md,
+    section 4)."""
     ranked = rank_gallery(query_feats, gallery_feats, target_index=target_index,
                           chunk_elems=chunk_elems)
     _require_found(ranked['target_rank'], 'target in the gallery')

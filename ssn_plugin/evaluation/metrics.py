@@ -294,7 +294,8 @@ class CIRRMetric(GalleryMetric):
 
 @METRICS.register_module()
 class FashionIQMetric(GalleryMetric):
-    """Fashion-IQ Recall@10/50 per category, their averages and the overall score (docs/evaluation.md, section 4).
+    """Fashion-IQ Recall@10/50 per category, their averages and the overall score
+    (docs/evaluation.md, section 4).
 
     Each query is ranked against its own category's gallery (``gallery_range`` of the
     sample); the reference stays in the gallery. Keys (prefix ``fiq``): ``<cat>_R@10``,

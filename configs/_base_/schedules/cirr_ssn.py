@@ -1,6 +1,7 @@
 # The SSN release's CIRR schedule (README command): Adam, lr 5e-5, lr_ratio 0.2,
 # StepLR(step 10, gamma 0.1) per epoch, 50 epochs, validation every epoch.
-# Learning-rate split of the release (docs/method.md, section 3), as multipliers of lr with lr_ratio 0.2:
+# Learning-rate split of the release (docs/method.md, section 3), as multipliers of lr with
+# lr_ratio 0.2:
 # head 1, fusion + gates 4r, token type embeddings 4r, token projection 2r, CLIP r.
 optim_wrapper = dict(
     type='OptimWrapper',
