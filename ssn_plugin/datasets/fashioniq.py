@@ -155,56 +155,60 @@ class FashionIQ(BaseCIRDataset):
 
     def load_data_list(self) -> List[dict]:
         per_category = {c: self._read_category(c) for c in self.categories}
-
-        missing: Dict[str, Dict[str, str]] = {}
-        if self.check_images:
-            problems = {}
-            for category, (records, split) in per_category.items():
-                found = find_bad_images({a: self.image_path(a)
-                                         for a in self._to_check(records, split)},
-                                        decode=self.decode_images)
-                missing[category] = {a: self.image_path(a) for a in found}
-                problems.update(found)
-            self._report_missing(missing, per_category, problems)
-
+        missing = self._find_missing(per_category)
         data_list, self.gallery = [], []
         for category, (records, split) in per_category.items():
-            lost = missing.get(category, {})
-            if self.gallery_protocol == 'val-split':
-                used = {r['candidate'] for r in records} | {r.get('target') for r in records}
-                names = [a for a in split if a in used]
-            else:
-                names = list(split)
-            names = [a for a in names if a not in lost]
-            start = len(self.gallery)
-            index = {a: start + i for i, a in enumerate(names)}
-            self.gallery.extend(dict(name=a, img_path=self.image_path(a), group=category)
-                                for a in names)
-            gallery_range = (start, len(self.gallery))
-            dropped = 0
-            for i, record in enumerate(records):
-                target = record.get('target') if self.has_targets else None
-                if record['candidate'] in lost or (target is not None and target in lost):
-                    dropped += 1
-                    continue
-                data_list.append(dict(
-                    category=category,
-                    record_idx=i,
-                    captions=list(record['captions']),
-                    ref_name=record['candidate'],
-                    ref_img_path=self.image_path(record['candidate']),
-                    ref_index=index[record['candidate']],
-                    tgt_name=target,
-                    tgt_img_path=self.image_path(target) if target else None,
-                    target_index=index[target] if target else -1,
-                    gallery_range=gallery_range))
-            self.missing_summary[category] = dict(
-                queries=len(records) - dropped, dropped_queries=dropped,
-                gallery=len(names), missing_images=len(lost))
+            data_list += self._category_items(category, records, split,
+                                              missing.get(category, {}))
         if any(m['dropped_queries'] or m['missing_images'] for m in self.missing_summary.values()):
             print_log(f'Fashion-IQ {self.split} after dropping missing images: '
                       f'{self.missing_summary}', logger='current')
         return data_list
+
+    def _find_missing(self, per_category: dict) -> Dict[str, Dict[str, str]]:
+        """category -> {name: path} of the missing or unreadable images, reported."""
+        if not self.check_images:
+            return {}
+        missing, problems = {}, {}
+        for category, (records, split) in per_category.items():
+            found = find_bad_images({a: self.image_path(a) for a in self._to_check(records, split)},
+                                    decode=self.decode_images)
+            missing[category] = {a: self.image_path(a) for a in found}
+            problems.update(found)
+        self._report_missing(missing, per_category, problems)
+        return missing
+
+    def _category_items(self, category: str, records: List[dict], split: List[str],
+                        lost: Dict[str, str]) -> List[dict]:
+        """Append the category's gallery to :attr:`gallery`; return its query items."""
+        if self.gallery_protocol == 'val-split':
+            used = {r['candidate'] for r in records} | {r.get('target') for r in records}
+            split = [a for a in split if a in used]
+        names = [a for a in split if a not in lost]
+        start = len(self.gallery)
+        index = {a: start + i for i, a in enumerate(names)}
+        self.gallery.extend(dict(name=a, img_path=self.image_path(a), group=category)
+                            for a in names)
+        items = []
+        for i, record in enumerate(records):
+            target = record.get('target') if self.has_targets else None
+            if record['candidate'] in lost or (target is not None and target in lost):
+                continue
+            items.append(dict(
+                category=category,
+                record_idx=i,
+                captions=list(record['captions']),
+                ref_name=record['candidate'],
+                ref_img_path=self.image_path(record['candidate']),
+                ref_index=index[record['candidate']],
+                tgt_name=target,
+                tgt_img_path=self.image_path(target) if target else None,
+                target_index=index[target] if target else -1,
+                gallery_range=(start, len(self.gallery))))
+        self.missing_summary[category] = dict(
+            queries=len(items), dropped_queries=len(records) - len(items),
+            gallery=len(names), missing_images=len(lost))
+        return items
 
     def _to_check(self, records: List[dict], split: List[str]) -> List[str]:
         """Training checks the images its triplets use (the train split files list about
