@@ -32,7 +32,8 @@ def sandbox(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize('obj', [CIRR, FashionIQ, CIRRMetric, functional.cirr_recalls,
-                                 CIRRetriever], ids=lambda o: o.__name__)
+                                 functional.circo_metrics, CIRRetriever],
+                         ids=lambda o: o.__name__)
 def test_examples_run(sandbox, obj):
     tests = doctest.DocTestFinder(recurse=False).find(obj, obj.__name__, globs={})
     examples = [t for t in tests if t.examples]

@@ -1,8 +1,8 @@
-from .functional import (cirr_recalls, fashioniq_recalls, rank_gallery, recall_at_k,
-                         recalls_by_group)
+from .functional import (circo_metrics, cirr_recalls, fashioniq_recalls, rank_gallery,
+                         recall_at_k, recalls_by_group)
 from .metrics import CIRRMetric, FashionIQMetric, GalleryMetric
 
 __all__ = [
-    'cirr_recalls', 'fashioniq_recalls', 'rank_gallery', 'recall_at_k', 'recalls_by_group',
+    'circo_metrics', 'cirr_recalls', 'fashioniq_recalls', 'rank_gallery', 'recall_at_k', 'recalls_by_group',
     'CIRRMetric', 'FashionIQMetric', 'GalleryMetric'
 ]

@@ -248,3 +248,62 @@ def recalls_by_group(ranks: Dict[str, torch.Tensor], groups: Sequence[str],
         row['queries'] = int(mask.sum())
         result[group] = row
     return result
+
+
+def circo_metrics(query_feats: torch.Tensor,
+                  gallery_feats: torch.Tensor,
+                  gt_index: torch.Tensor,
+                  target_index: Optional[torch.Tensor] = None,
+                  ks: Sequence[int] = (5, 10, 25, 50),
+                  chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Dict[str, float]:
+    """CIRCO mAP@K (and Recall@K of the annotated target), in percent.
+
+    The dataset authors' protocol: the whole gallery is ranked by cosine similarity, the
+    reference is **not** removed; AP@K = sum over ranks r <= K that hold a ground truth of
+    precision@r, divided by min(#ground truths, K); mAP@K is its mean over queries.
+
+    Args:
+        query_feats (Tensor): [N, D] L2-normalised queries.
+        gallery_feats (Tensor): [G, D] L2-normalised gallery.
+        gt_index (Tensor): LongTensor [N, M], each query's ground-truth gallery indices, padded
+            with -1 (at least one per query).
+        target_index (Tensor, optional): LongTensor [N], the annotated target (one of the
+            ground truths) for Recall@K; None (the test split) skips recall. Defaults to None.
+        ks (Sequence[int]): The K values. Defaults to (5, 10, 25, 50).
+        chunk_elems (int): Similarities held at once while ranking. Defaults to 2**25.
+
+    Returns:
+        dict: ``mAP@K`` per K and, with ``target_index``, ``R@K``.
+
+    Examples:
+        >>> import torch
+        >>> from ssn_plugin.evaluation.functional import circo_metrics
+        >>> gallery = torch.eye(4)
+        >>> query = torch.tensor([[0.8, 0.6, 0.0, 0.0]])  # ranks images 0, 1, then 2, 3
+        >>> circo_metrics(query, gallery, torch.tensor([[1, 3]]), ks=(1, 2))
+        {'mAP@1': 0.0, 'mAP@2': 25.0}
+    """
+    gt_index = torch.as_tensor(gt_index, dtype=torch.long)
+    num_query, num_gallery = query_feats.shape[0], gallery_feats.shape[0]
+    if gt_index.dim() != 2 or gt_index.shape[0] != num_query:
+        raise ValueError(f'gt_index has shape {tuple(gt_index.shape)}, expected ({num_query}, M)')
+    if gt_index.numel() and (gt_index.max() >= num_gallery or gt_index.min() < -1):
+        raise ValueError(f'gt_index holds indices outside [-1, {num_gallery})')
+    num_gt = (gt_index >= 0).sum(dim=1)
+    if (num_gt == 0).any():
+        raise ValueError(f'queries {(num_gt == 0).nonzero().flatten()[:10].tolist()} have no '
+                         'ground truth; mAP needs at least one per query')
+    max_k = max(ks)
+    ranked = rank_gallery(query_feats, gallery_feats, target_index=target_index,
+                          topk=min(max_k, num_gallery), chunk_elems=chunk_elems)
+    top = ranked['topk_index'].cpu()
+    hits = (top.unsqueeze(2) == gt_index.unsqueeze(1)).any(dim=2).float()  # [N, K]
+    precision = hits.cumsum(dim=1) / torch.arange(1, top.shape[1] + 1)
+    result = {}
+    for k in ks:
+        ap = (precision[:, :k] * hits[:, :k]).sum(dim=1) / num_gt.clamp(max=k)
+        result[f'mAP@{k}'] = 100.0 * float(ap.mean())
+    if target_index is not None:
+        _require_found(ranked['target_rank'], 'target in the gallery')
+        result.update({f'R@{k}': recall_at_k(ranked['target_rank'], k) for k in ks})
+    return result
