@@ -14,6 +14,7 @@ from PIL import Image
 from ssn_plugin.datasets.base import BaseCIRDataset, build_pipeline
 from ssn_plugin.datasets.transforms import LoadCIRImages, fill_image_size
 from ssn_plugin.engine import load_local_checkpoint, safe_load
+from ssn_plugin.engine.checkpoint import strip_ddp_prefix
 from ssn_plugin.evaluation.functional import rank_gallery
 from ssn_plugin.models.clip_backbone import skip_pretrained_weights
 from ssn_plugin.registry import MODELS
@@ -87,10 +88,8 @@ class CIRRetriever:
     def _load_weights(self, checkpoint: str) -> None:
         """Every weight from a ``tools/train.py`` checkpoint (safe loading, DDP prefix off)."""
         content = load_local_checkpoint(checkpoint, map_location='cpu')
-        state = content.get('state_dict', content)
-        state = {key[len('module.'):] if key.startswith('module.') else key: value
-                 for key, value in state.items()}
-        self.model.load_state_dict(state, strict=True)
+        self.model.load_state_dict(strip_ddp_prefix(content.get('state_dict', content)),
+                                   strict=True)
 
     @staticmethod
     def _gallery_pipeline(cfg: Config) -> list:

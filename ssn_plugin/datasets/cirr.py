@@ -107,13 +107,18 @@ class CIRR(BaseCIRDataset):
         super().__init__(data_root=data_root, pipeline=pipeline,
                          gallery_pipeline=gallery_pipeline, **kwargs)
 
+    def annotation_files(self, split: str):
+        """(caption file, split file) of ``split`` under this dataset's root."""
+        return (osp.join(self.data_root, 'cirr', 'captions', f'cap.rc2.{split}.json'),
+                osp.join(self.data_root, 'cirr', 'image_splits', f'split.rc2.{split}.json'))
+
     @property
     def caption_file(self) -> str:
-        return osp.join(self.data_root, 'cirr', 'captions', f'cap.rc2.{self.split}.json')
+        return self.annotation_files(self.split)[0]
 
     @property
     def split_file(self) -> str:
-        return osp.join(self.data_root, 'cirr', 'image_splits', f'split.rc2.{self.split}.json')
+        return self.annotation_files(self.split)[1]
 
     def _check_record(self, i: int, record: dict) -> None:
         pairid = record.get('pairid', '?') if isinstance(record, dict) else '?'
@@ -185,14 +190,13 @@ class CIRR(BaseCIRDataset):
         for other in self.SPLITS:
             if other == self.split:
                 continue
-            split_file = self.split_file.replace(f'.{self.split}.json', f'.{other}.json')
+            caption_file, split_file = self.annotation_files(other)
             if osp.isfile(split_file):
                 shared = sorted(set(load_json(split_file, CIRR_LAYOUT)) & set(paths))
                 if shared:
                     raise ValueError(f'{len(shared)} images of {self.split_file} are also in '
                                      f'{split_file}, e.g. {shared[:5]}; splits must not share '
                                      'images')
-            caption_file = self.caption_file.replace(f'.{self.split}.json', f'.{other}.json')
             if osp.isfile(caption_file):
                 shared = sorted(pairids & {r.get('pairid') for r in
                                            load_json(caption_file, CIRR_LAYOUT)})

@@ -89,11 +89,16 @@ def install_checkpoint_loader() -> None:
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
 
 
+def strip_ddp_prefix(state: dict) -> dict:
+    """The state dict with the ``module.`` prefix of a DDP-wrapped model removed."""
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
 def check_checkpoint_fits(model: torch.nn.Module, state: dict) -> None:
     """Refuse a state dict that does not fit ``model``: missing, unexpected or differently
     shaped tensors (mmengine's Runner loads with ``strict=False`` and would only warn, then
     evaluate or train a partly random model)."""
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    state = strip_ddp_prefix(state)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

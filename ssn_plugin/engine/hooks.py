@@ -172,10 +172,8 @@ class ImageSizeFromModelHook(Hook):
     ``model.image_size``, in the loop's dataset pipeline and in its gallery pipeline, so one
     config serves a 224 px and a 336 px model without pipeline edits. Explicit sizes are kept.
     It runs before the loop iterates its data loader, so worker processes see the filled-in
-    transforms.
-
-    Args:
-        priority: Runs before :class:`GalleryFeatureHook`. Defaults to ``'ABOVE_NORMAL'``.
+    transforms, and (priority ``ABOVE_NORMAL``) before :class:`GalleryFeatureHook` builds the
+    gallery.
     """
 
     priority = 'ABOVE_NORMAL'
