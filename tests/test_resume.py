@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import PROJECT_ROOT, TINY_CLIP, make_tiny_cirr
-from test_tools import dist_env, write_tiny_config
+from test_tools import dist_env, free_port, write_tiny_config
 
 KILLER = '''
 import os
@@ -115,7 +115,7 @@ def test_a_killed_rank_stops_the_run_and_resume_continues(tmp_path):
     assert time.perf_counter() - start < 240  # the surviving rank does not hang forever
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
     assert not osp.exists(osp.join(work_dir, 'epoch_2.pth'))
-    env['PORT'] = str(int(env['PORT']) + 1)
+    env['PORT'] = str(free_port())  # PORT + 1 may be taken; ask the OS for a free one
     resumed = subprocess.run(
         ['bash', osp.join(PROJECT_ROOT, 'tools', 'dist_train.sh'), config, '2', '--work-dir',
          work_dir, '--resume', *gloo], cwd=str(tmp_path), capture_output=True, text=True,
