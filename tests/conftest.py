@@ -147,3 +147,33 @@ def make_tiny_fiq(root: str, num_images: int = 14, num_triplets: int = 9, seed: 
             for name in names:
                 k += 1
                 write_image(osp.join(root, 'images', name + ext), seed=seed * 1000 + k)
+
+
+def make_standin_circo(root: str, num_distractors: int = 200, size=(8, 8),
+                       splits=('val', 'test')) -> dict:
+    """CIRCO in its own layout: the official annotation files, a stand-in
+    ``image_info_unlabeled2017.json`` listing every referenced id (in sorted order) followed by
+    ``num_distractors`` new ids, and one small random image per listed id."""
+    ann_dir = osp.join(root, 'annotations')
+    os.makedirs(ann_dir, exist_ok=True)
+    referenced = set()
+    records = {}
+    for split in splits:
+        with open(shared_data('circo', 'annotations', f'{split}.json')) as f:
+            records[split] = json.load(f)
+        with open(osp.join(ann_dir, f'{split}.json'), 'w') as f:
+            json.dump(records[split], f)
+        for r in records[split]:
+            referenced.update([r['reference_img_id'], *r.get('gt_img_ids', [])])
+    ids = sorted(referenced) + [10_000_000 + i for i in range(num_distractors)]
+    coco = osp.join(root, 'COCO2017_unlabeled')
+    os.makedirs(osp.join(coco, 'annotations'), exist_ok=True)
+    images = [dict(id=i, file_name=f'{i:012d}.png') for i in ids]
+    with open(osp.join(coco, 'annotations', 'image_info_unlabeled2017.json'), 'w') as f:
+        json.dump(dict(images=images), f)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (len(ids), size[1], size[0], 3), dtype=np.uint8)
+    os.makedirs(osp.join(coco, 'unlabeled2017'), exist_ok=True)
+    for image, array in zip(images, pixels):
+        Image.fromarray(array).save(osp.join(coco, 'unlabeled2017', image['file_name']))
+    return dict(records=records, ids=ids, root=root)

@@ -14,6 +14,7 @@ from conftest import PROJECT_ROOT, make_tiny_cirr, make_tiny_fiq, write_image
 from ssn_plugin.apis import CIRRetriever
 from ssn_plugin.datasets import CIRR, FashionIQ
 from ssn_plugin.evaluation import CIRRMetric, functional
+from ssn_plugin.models import CLIPBaseline
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def sandbox(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize('obj', [CIRR, FashionIQ, CIRRMetric, functional.cirr_recalls,
-                                 functional.circo_metrics, CIRRetriever],
+                                 functional.circo_metrics, CIRRetriever, CLIPBaseline],
                          ids=lambda o: o.__name__)
 def test_examples_run(sandbox, obj):
     tests = doctest.DocTestFinder(recurse=False).find(obj, obj.__name__, globs={})

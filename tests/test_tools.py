@@ -13,7 +13,7 @@ import pytest
 from mmengine.config import Config
 
 from conftest import (GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TINY_CLIP,
-                      TRAIN_PIPELINE, make_tiny_cirr, make_tiny_fiq)
+                      TRAIN_PIPELINE, make_standin_circo, make_tiny_cirr, make_tiny_fiq)
 
 sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))
 import test as test_tool  # noqa: E402
@@ -341,3 +341,91 @@ def test_dist_train_two_cpu_processes(tmp_path, tiny_clip_file):
     # 24 triplets, batch 4 per process: 3 iterations per epoch on each of the 2 ranks.
     assert 'Epoch(train) [1][3/3]' in out and 'cirr/Avg' in out
     assert (work_dir / 'epoch_1.pth').is_file()
+
+
+def write_circo_config(path, base: str, data_root: str, clip_file: str, model: str = '') -> str:
+    """A CIRCO config inheriting ``configs/circo/<base>``, shrunk to the tiny model."""
+    path.write_text(f"""
+_base_ = [{osp.join(PROJECT_ROOT, 'configs', 'circo', base)!r}]
+model = dict(backbone=dict(arch={clip_file!r}, pretrained=None){model})
+test_dataloader = dict(batch_size=64, num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root={data_root!r}, pipeline={QUERY_PIPELINE!r},
+                                    gallery_pipeline={GALLERY_PIPELINE!r}))
+# Small chunks: 2**20 similarities at a time (48 queries of the 21k gallery), never [N, G].
+test_evaluator = dict(chunk_elems={1 << 20})
+custom_hooks = [dict(type='SafeCheckpointLoaderHook'), dict(type='GalleryFeatureHook',
+                                                             batch_size=512)]
+""")
+    return str(path)
+
+
+def average_precision(ranked, gts, k):
+    hits, total = 0, 0.0
+    for r, image_id in enumerate(ranked[:k], start=1):
+        if image_id in gts:
+            hits += 1
+            total += hits / r
+    return total / min(len(gts), k)
+
+
+@pytest.mark.slow
+def test_circo_evaluates_a_cirr_checkpoint_over_20k_distractors(trained):
+    """configs/circo/ssn_cirr_trained.py through tools/test.py: CIRCO val, 20,000 generated
+    distractors, and the exported top-50 lists score the same mAP as the metric."""
+    root = trained['root']
+    circo = make_standin_circo(str(root / 'CIRCO'), num_distractors=20_000, splits=('val', ))
+    config = write_circo_config(root / 'tiny_circo_ssn.py', 'ssn_cirr_trained.py',
+                                circo['root'], str(root / 'tiny_clip.json'),
+                                ', fusion=dict(num_heads=2, ffn_dim=64)')
+    out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'test.py'), config, trained['ckpt'],
+                    '--work-dir', str(root / 'circo_work'), '--out', str(root / 'circo.json'),
+                    '--export-dir', str(root / 'circo_export')], cwd=str(root))
+    gallery_size = len(circo['ids'])
+    assert gallery_size >= 21_000
+    assert f'Encoded the gallery: {gallery_size} images' in out
+    assert f'CIRCO (%) of 220 queries, gallery of {gallery_size} images' in out
+    metrics = json.loads((root / 'circo.json').read_text())
+    with open(root / 'circo_export' / 'circo_submission_ssn.json') as f:
+        exported = json.load(f)
+    records = {str(r['id']): r for r in circo['records']['val']}
+    assert sorted(exported) == sorted(records)
+    for k in (5, 10, 25, 50):
+        expected = 100 * sum(average_precision(exported[q], set(r['gt_img_ids']), k)
+                             for q, r in records.items()) / len(records)
+        assert metrics[f'circo/mAP@{k}'] == pytest.approx(expected)
+    aspects = {a for r in records.values() for a in r['semantic_aspects']}
+    assert len(aspects) == 9
+    assert {f'circo/{a}/mAP@10' for a in aspects} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_zero_shot_baseline_exports_the_circo_test_split(tmp_path, tiny_clip_file):
+    circo = make_standin_circo(str(tmp_path / 'CIRCO'), num_distractors=100,
+                               splits=('test', ))
+    config = write_circo_config(tmp_path / 'tiny_circo_clip.py', 'clip_baseline.py',
+                                circo['root'], tiny_clip_file)
+    out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'test.py'), config, '--no-checkpoint',
+                    '--split', 'test', '--work-dir', str(tmp_path / 'work'),
+                    '--export-dir', str(tmp_path / 'export')], cwd=str(tmp_path))
+    assert 'CIRCO submission file for 800 queries' in out
+    path = tmp_path / 'export' / 'circo_submission_ssn.json'
+    exported = json.loads(path.read_text())
+    assert sorted(map(int, exported)) == list(range(800))
+    assert all(len(ids) == len(set(ids)) == 50 for ids in exported.values())
+    assert set(i for ids in exported.values() for i in ids) <= set(circo['ids'])
+    assert path.stat().st_size < 5 * 1024 * 1024
+
+
+def test_test_tool_needs_a_checkpoint_or_no_checkpoint(capsys):
+    with pytest.raises(SystemExit):
+        test_tool.parse_args(['c.py'])
+    assert 'give either a CHECKPOINT or --no-checkpoint' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        test_tool.parse_args(['c.py', 'x.pth', '--no-checkpoint'])
+    args = test_tool.parse_args(['c.py', '--no-checkpoint'])
+    cfg = Config(dict(model=dict(type='CLIPBaseline', backbone=dict(
+        type='OpenCLIPBackbone', pretrained='openai'))))
+    merged = test_tool.merge_args(cfg, args)
+    # Zero-shot: no checkpoint, and the CLIP weights are loaded.
+    assert merged.get('load_from') is None
+    assert 'load_pretrained' not in merged.model.backbone

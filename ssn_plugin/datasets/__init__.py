@@ -1,4 +1,5 @@
 from .base import BaseCIRDataset, CIRGalleryDataset, MissingImages
+from .circo import CIRCO
 from .cirr import CIRR
 from .fashioniq import FashionIQ
 from .shapes import ShapesCIRR, apply_instruction, generate_shapes_dataset
@@ -6,7 +7,7 @@ from .transforms import (CLIPResizeCrop, ComposeFIQCaption, LoadCIRImages, PackC
                          TargetPad, fiq_caption, fill_image_size, fill_meta_keys)
 
 __all__ = [
-    'BaseCIRDataset', 'CIRGalleryDataset', 'MissingImages', 'CIRR', 'FashionIQ', 'ShapesCIRR',
+    'BaseCIRDataset', 'CIRGalleryDataset', 'MissingImages', 'CIRCO', 'CIRR', 'FashionIQ', 'ShapesCIRR',
     'apply_instruction', 'generate_shapes_dataset',
     'CLIPResizeCrop', 'ComposeFIQCaption', 'LoadCIRImages', 'PackCIRInputs', 'TargetPad',
     'fiq_caption', 'fill_image_size', 'fill_meta_keys'

@@ -1,8 +1,8 @@
 from .functional import (circo_metrics, cirr_recalls, fashioniq_recalls, rank_gallery,
                          recall_at_k, recalls_by_group)
-from .metrics import CIRRMetric, FashionIQMetric, GalleryMetric
+from .metrics import CIRCOMetric, CIRRMetric, FashionIQMetric, GalleryMetric
 
 __all__ = [
     'circo_metrics', 'cirr_recalls', 'fashioniq_recalls', 'rank_gallery', 'recall_at_k', 'recalls_by_group',
-    'CIRRMetric', 'FashionIQMetric', 'GalleryMetric'
+    'CIRCOMetric', 'CIRRMetric', 'FashionIQMetric', 'GalleryMetric'
 ]

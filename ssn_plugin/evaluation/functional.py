@@ -283,8 +283,20 @@ def circo_metrics(query_feats: torch.Tensor,
         >>> circo_metrics(query, gallery, torch.tensor([[1, 3]]), ks=(1, 2))
         {'mAP@1': 0.0, 'mAP@2': 25.0}
     """
+    gt_index = checked_gt_index(gt_index, query_feats.shape[0], gallery_feats.shape[0])
+    ranked = rank_gallery(query_feats, gallery_feats, target_index=target_index,
+                          topk=min(max(ks), gallery_feats.shape[0]), chunk_elems=chunk_elems)
+    ap = circo_average_precision(ranked['topk_index'].cpu(), gt_index, ks)
+    result = {f'mAP@{k}': 100.0 * float(ap[k].mean()) for k in ks}
+    if target_index is not None:
+        _require_found(ranked['target_rank'], 'target in the gallery')
+        result.update({f'R@{k}': recall_at_k(ranked['target_rank'], k) for k in ks})
+    return result
+
+
+def checked_gt_index(gt_index, num_query: int, num_gallery: int) -> torch.Tensor:
+    """``gt_index`` as a LongTensor [N, M] after the shape, range and non-empty checks."""
     gt_index = torch.as_tensor(gt_index, dtype=torch.long)
-    num_query, num_gallery = query_feats.shape[0], gallery_feats.shape[0]
     if gt_index.dim() != 2 or gt_index.shape[0] != num_query:
         raise ValueError(f'gt_index has shape {tuple(gt_index.shape)}, expected ({num_query}, M)')
     if gt_index.numel() and (gt_index.max() >= num_gallery or gt_index.min() < -1):
@@ -293,17 +305,21 @@ def circo_metrics(query_feats: torch.Tensor,
     if (num_gt == 0).any():
         raise ValueError(f'queries {(num_gt == 0).nonzero().flatten()[:10].tolist()} have no '
                          'ground truth; mAP needs at least one per query')
-    max_k = max(ks)
-    ranked = rank_gallery(query_feats, gallery_feats, target_index=target_index,
-                          topk=min(max_k, num_gallery), chunk_elems=chunk_elems)
-    top = ranked['topk_index'].cpu()
-    hits = (top.unsqueeze(2) == gt_index.unsqueeze(1)).any(dim=2).float()  # [N, K]
-    precision = hits.cumsum(dim=1) / torch.arange(1, top.shape[1] + 1)
-    result = {}
-    for k in ks:
-        ap = (precision[:, :k] * hits[:, :k]).sum(dim=1) / num_gt.clamp(max=k)
-        result[f'mAP@{k}'] = 100.0 * float(ap.mean())
-    if target_index is not None:
-        _require_found(ranked['target_rank'], 'target in the gallery')
-        result.update({f'R@{k}': recall_at_k(ranked['target_rank'], k) for k in ks})
-    return result
+    return gt_index
+
+
+def circo_average_precision(topk_index: torch.Tensor, gt_index: torch.Tensor,
+                            ks: Sequence[int]) -> Dict[int, torch.Tensor]:
+    """Per-query AP@K from the ranked lists: K -> [N] (fractions, not percent).
+
+    Args:
+        topk_index (Tensor): [N, >= max(ks)] gallery indices, best first (shorter only when
+            the gallery is smaller).
+        gt_index (Tensor): [N, M] ground-truth indices padded with -1 (see
+            :func:`checked_gt_index`).
+        ks (Sequence[int]): The K values.
+    """
+    hits = (topk_index.unsqueeze(2) == gt_index.unsqueeze(1)).any(dim=2).float()  # [N, K]
+    precision = hits.cumsum(dim=1) / torch.arange(1, topk_index.shape[1] + 1)
+    num_gt = (gt_index >= 0).sum(dim=1)
+    return {k: (precision[:, :k] * hits[:, :k]).sum(dim=1) / num_gt.clamp(max=k) for k in ks}

@@ -19,11 +19,15 @@ from prettytable import PrettyTable
 
 from ssn_plugin.registry import METRICS
 from ssn_plugin.visualization import draw_retrieval_grid
-from .functional import (DEFAULT_CHUNK_ELEMS, cirr_recalls_from_ranks, fashioniq_recalls,
-                         rank_gallery, recalls_by_group)
+from .functional import (DEFAULT_CHUNK_ELEMS, checked_gt_index, circo_average_precision,
+                         cirr_recalls_from_ranks, fashioniq_recalls, rank_gallery, recall_at_k,
+                         recalls_by_group)
 
 # The CIRR evaluation server's limit on an uploaded file.
 CIRR_SERVER_MAX_BYTES = 5 * 1024 * 1024
+# We know of no published size limit of the CIRCO server; a full test file (800 x 50 ids) is
+# about 0.3 MB, so a file over this bound means a broken export.
+CIRCO_SERVER_MAX_BYTES = 5 * 1024 * 1024
 
 
 class GalleryMetric(BaseMetric):
@@ -347,4 +351,120 @@ class FashionIQMetric(GalleryMetric):
         if self.show_dir:
             self._show(self._show_topk(results, gallery, exclude=False,
                                        offset_key='gallery_range'))
+        return metrics
+
+
+def write_circo_submission(path: str, query_ids: Sequence[int],
+                           top_ids: Sequence[Sequence[int]]) -> str:
+    """Write the JSON the CIRCO evaluation server expects: ``{"<query id>": [50 image ids]}``.
+
+    Every list must hold :attr:`CIRCOMetric.EXPORT_TOPK` unique ids (the server rejects
+    anything else); the file is checked against :data:`CIRCO_SERVER_MAX_BYTES`.
+    """
+    content = {}
+    for query_id, ids in zip(query_ids, top_ids):
+        ids = [int(i) for i in ids]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f'query {query_id}: the exported list repeats image ids')
+        content[str(int(query_id))] = ids
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(content, f, separators=(',', ':'))
+    size = osp.getsize(path)
+    if size > CIRCO_SERVER_MAX_BYTES:
+        raise RuntimeError(f'{path} is {size} bytes, over the {CIRCO_SERVER_MAX_BYTES} bytes '
+                           'we allow for an upload to the CIRCO server')
+    return path
+
+
+@METRICS.register_module()
+class CIRCOMetric(GalleryMetric):
+    """CIRCO mAP@{5,10,25,50}, Recall@K of the annotated target, mAP@10 per semantic aspect
+    (docs/evaluation.md, section 5), and the test-server export.
+
+    The dataset authors' protocol: the whole gallery is ranked by cosine similarity and the
+    reference is **not** removed (unlike CIRR). Reads per query ``query_feat``, ``query_id``,
+    ``ref_index``, ``target_index``, ``gt_index`` and ``semantic_aspects``. Keys (prefix
+    ``circo``): ``mAP@K``, ``R@K`` and ``<aspect>/mAP@10`` (use ``save_best='circo/mAP@10'``).
+    On test (no ground truth) set ``export_dir``: ``circo_submission_<name>.json`` then holds
+    the top-50 COCO ids of every query.
+
+    Args:
+        ks (Sequence[int]): K values. Defaults to (5, 10, 25, 50).
+        aspect_k (int): K of the per-aspect breakdown. Defaults to 10.
+        export_dir (str, optional): Where to write the submission file. Defaults to None.
+        export_name (str): The ``<name>`` in the file name. Defaults to 'ssn'.
+        **kwargs: :class:`GalleryMetric`'s (``chunk_elems``, ``show_dir``, ...; prefix
+            ``'circo'``).
+    """
+
+    default_prefix = 'circo'
+    READS = GalleryMetric.READS + ('query_id', 'gt_index', 'semantic_aspects')
+    EXPORT_TOPK = 50
+
+    def __init__(self, ks: Sequence[int] = (5, 10, 25, 50), aspect_k: int = 10,
+                 export_dir: Optional[str] = None, export_name: str = 'ssn', **kwargs):
+        super().__init__(**kwargs)
+        self.ks = tuple(ks)
+        if aspect_k not in self.ks:
+            raise ValueError(f'aspect_k={aspect_k} must be one of ks={self.ks}')
+        self.aspect_k = aspect_k
+        self.export_dir = export_dir
+        self.export_name = export_name
+
+    def _record(self, sample: dict) -> dict:
+        return dict(query_id=sample['query_id'], gt_index=list(sample['gt_index']),
+                    semantic_aspects=list(sample['semantic_aspects']))
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        gallery = self._require_gallery()
+        has_targets = all(r['target_index'] >= 0 for r in results)
+        if not has_targets and self.export_dir is None:
+            raise ValueError('CIRCOMetric: this split has no ground truth (CIRCO test), so no '
+                             'mAP can be computed; set export_dir to write the test-server file.')
+        depth = max(self.ks + ((self.EXPORT_TOPK, ) if self.export_dir else ()))
+        if depth > gallery.shape[0]:
+            raise ValueError(f'the gallery has {gallery.shape[0]} images; CIRCO ranks the top '
+                             f'{depth}')
+        target = torch.as_tensor([r['target_index'] for r in results])
+        ranked = rank_gallery(self._stack(results, 'query_feat'), gallery,
+                              target_index=target if has_targets else None, topk=depth,
+                              chunk_elems=self.chunk_elems)
+        top = ranked['topk_index'].cpu()
+        metrics = self._scores(results, ranked, top, gallery.shape[0]) if has_targets else {}
+        if self.export_dir:
+            names = self.gallery_names
+            path = osp.join(self.export_dir, f'circo_submission_{self.export_name}.json')
+            write_circo_submission(path, [r['query_id'] for r in results],
+                                   [[int(names[i]) for i in row[:self.EXPORT_TOPK]]
+                                    for row in top.tolist()])
+            print_log(f'CIRCO submission file for {len(results)} queries: {path}',
+                      logger='current')
+            metrics['exported_queries'] = float(len(results))
+        if self.show_dir:
+            self._show(self._show_topk(results, gallery, exclude=False))
+        return metrics
+
+    def _scores(self, results: List[dict], ranked: dict, top: torch.Tensor,
+                gallery_size: int) -> Dict[str, float]:
+        width = max(len(r['gt_index']) for r in results)
+        gt_index = checked_gt_index(
+            [r['gt_index'] + [-1] * (width - len(r['gt_index'])) for r in results],
+            len(results), gallery_size)
+        ap = circo_average_precision(top, gt_index, self.ks)
+        metrics = {f'mAP@{k}': 100.0 * float(ap[k].mean()) for k in self.ks}
+        metrics.update({f'R@{k}': recall_at_k(ranked['target_rank'], k) for k in self.ks})
+        self._log_table(f'CIRCO (%) of {len(results)} queries, gallery of {gallery_size} '
+                        'images, reference kept in the gallery:', list(metrics),
+                        list(metrics.values()))
+        aspects = sorted({a for r in results for a in r['semantic_aspects']})
+        if aspects:
+            table = PrettyTable(['semantic aspect', 'queries', f'mAP@{self.aspect_k}'])
+            for aspect in aspects:
+                rows = torch.tensor([aspect in r['semantic_aspects'] for r in results])
+                value = 100.0 * float(ap[self.aspect_k][rows].mean())
+                metrics[f'{aspect}/mAP@{self.aspect_k}'] = value
+                table.add_row([aspect, int(rows.sum()), f'{value:.2f}'])
+            print_log(f'CIRCO mAP@{self.aspect_k} (%) by semantic aspect (a query counts for '
+                      f'each of its aspects):\n{table.get_string()}', logger='current')
         return metrics

@@ -175,6 +175,10 @@ class OpenCLIPBackbone(nn.Module):
             (a full checkpoint will be loaded instead). Defaults to True.
         train_vision (bool): Whether the vision tower is trainable. Defaults to True.
         train_text (bool): Whether the text tower is trainable. Defaults to True.
+        grad_checkpointing (bool): Recompute each transformer block's activations in the
+            backward pass instead of keeping them (open_clip's gradient checkpointing): about
+            one more forward pass of compute for a fraction of the activation memory; for
+            ViT-H/14 and larger batches. Defaults to False.
     """
 
     def __init__(self,
@@ -183,7 +187,8 @@ class OpenCLIPBackbone(nn.Module):
                  quick_gelu: Optional[bool] = None,
                  load_pretrained: bool = True,
                  train_vision: bool = True,
-                 train_text: bool = True):
+                 train_text: bool = True,
+                 grad_checkpointing: bool = False):
         super().__init__()
         arch_cfg = _load_arch_cfg(arch)
         self.weights = resolve_weights(arch, arch_cfg, pretrained, quick_gelu)
@@ -220,6 +225,8 @@ class OpenCLIPBackbone(nn.Module):
             if isinstance(param, nn.Parameter):
                 param.requires_grad_(False)
         self.set_trainable(vision=train_vision, text=train_text)
+        self.grad_checkpointing = grad_checkpointing
+        self.model.set_grad_checkpointing(grad_checkpointing)
 
     # ------------------------------------------------------------------ weights
     def _load_weights(self, arch: Union[str, dict], pretrained: str) -> None:

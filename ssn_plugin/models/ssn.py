@@ -4,11 +4,11 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModel
 from mmengine.structures import BaseDataElement
 from torch import nn
 
 from ssn_plugin.registry import MODELS
+from .base import BaseCIRModel
 
 # Fixed scale of the learned residuals added to CLIP's global embeddings (from the release).
 RESIDUAL_SCALE = 0.01
@@ -21,7 +21,7 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @MODELS.register_module()
-class SSN(BaseModel):
+class SSN(BaseCIRModel):
     """Semantic Shift Network.
 
     The text is split by a learned token gate into an upgradation part L+ and a degradation
@@ -60,16 +60,7 @@ class SSN(BaseModel):
                  degradation: bool = True,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
-        if data_preprocessor is None:
-            data_preprocessor = dict(type='CIRDataPreprocessor')
-        if isinstance(data_preprocessor, dict):
-            # Built here: BaseModel would look it up in mmengine's root registry.
-            data_preprocessor = MODELS.build(copy.deepcopy(data_preprocessor))
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.clip = MODELS.build(copy.deepcopy(backbone))
-        preprocess = self.clip.preprocess_cfg
-        if hasattr(self.data_preprocessor, 'set_model_normalization'):
-            self.data_preprocessor.set_model_normalization(preprocess['mean'], preprocess['std'])
+        super().__init__(backbone, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         embed_dim = self.clip.embed_dim
         text_width = self.clip.text_width
         width = hidden_dim or text_width
@@ -100,51 +91,7 @@ class SSN(BaseModel):
         self.loss_module = MODELS.build(
             dict(type='SSNLoss') if loss is None else copy.deepcopy(loss))
 
-    @property
-    def image_size(self) -> Tuple[int, int]:
-        """(H, W): the input resolution of the image tower; pipelines that leave their resize
-        ``size`` unset get it (:class:`~ssn_plugin.engine.ImageSizeFromModelHook`)."""
-        return self.clip.image_size
-
-    # ------------------------------------------------------------------ dispatch
-    def forward(self,
-                inputs: Dict[str, torch.Tensor],
-                data_samples: Optional[List[BaseDataElement]] = None,
-                mode: str = 'tensor'):
-        """Dispatch to :meth:`loss`, :meth:`predict` or :meth:`extract_feat`.
-
-        Args:
-            inputs (dict): Normalised image batches from :class:`CIRDataPreprocessor`:
-                ``ref_img`` and ``tgt_img`` (training), ``ref_img`` (queries) or ``img``
-                (gallery images).
-            data_samples (list, optional): One element per sample; queries carry ``text``.
-            mode (str): ``'loss'`` (called by ``train_step``): returns a dict of losses;
-                ``'predict'`` (called by ``val_step``/``test_step``): returns the data samples
-                with ``query_feat`` or ``gallery_feat`` set; ``'tensor'``: returns the features
-                as a tensor [B, D]. Defaults to ``'tensor'``.
-        """
-        if mode == 'loss':
-            return self.loss(inputs, data_samples)
-        if mode == 'predict':
-            return self.predict(inputs, data_samples)
-        if mode == 'tensor':
-            return self.extract_feat(inputs, data_samples)
-        raise ValueError(f'Invalid mode {mode!r}: expected "loss", "predict" or "tensor".')
-
-    @staticmethod
-    def _texts(data_samples: Sequence[BaseDataElement]) -> List[str]:
-        return [sample.text for sample in data_samples]
-
-    def extract_feat(self, inputs: Dict[str, torch.Tensor],
-                     data_samples: Optional[List[BaseDataElement]] = None) -> torch.Tensor:
-        """L2-normalised query features (``ref_img`` + texts) or gallery features (``img``)."""
-        if 'ref_img' in inputs:
-            return self.query_features(inputs['ref_img'], self._texts(data_samples))
-        if 'img' in inputs:
-            return self.gallery_features(inputs['img'])
-        raise KeyError(f'inputs must hold "ref_img" (queries) or "img" (gallery); got '
-                       f'{sorted(inputs)}')
-
+    # ------------------------------------------------------------------ training
     def loss(self, inputs: Dict[str, torch.Tensor],
              data_samples: List[BaseDataElement]) -> Dict[str, torch.Tensor]:
         """Losses of a batch of (reference, caption, target) triplets."""
@@ -154,15 +101,6 @@ class SSN(BaseModel):
                                              branches)
         target = self.gallery_features(inputs['tgt_img'])
         return self.loss_module(query_pos, query_neg, target)
-
-    def predict(self, inputs: Dict[str, torch.Tensor],
-                data_samples: List[BaseDataElement]) -> List[BaseDataElement]:
-        """Set ``query_feat`` (queries) or ``gallery_feat`` (gallery images) on each sample."""
-        feats = self.extract_feat(inputs, data_samples)
-        key = 'query_feat' if 'ref_img' in inputs else 'gallery_feat'
-        for sample, feat in zip(data_samples, feats):
-            sample.set_field(feat, key)
-        return data_samples
 
     # ------------------------------------------------------------------ features
     def query_features(self, ref_img: torch.Tensor, texts: Sequence[str],

@@ -1,0 +1,10 @@
+# SSN with CLIP ViT-L/14 ('openai' weights: QuickGELU, read from the tag). 224 px, 257 image
+# tokens; C_v 1024, C_t = W 768, D 768. Not in the paper: the batch (128) and the learning-rate
+# split are the ViT-B/32 recipe's, untuned (the CLIP group trains at lr x 0.2).
+# A batch of 128 needs about 74 GiB with AMP (README, "Larger backbones"): on an 80 GB GPU add
+#   --cfg-options model.backbone.grad_checkpointing=True
+# For the 336 px weights use arch='ViT-L-14-336': the pipelines take the size from the model.
+# Parameters, activation memory and a suggested GPU: README, "Larger backbones".
+_base_ = ['./ssn.py']
+
+model = dict(backbone=dict(arch='ViT-L-14', pretrained='openai'))

@@ -1,0 +1,74 @@
+"""The plain CLIP composition baseline of composed image retrieval."""
+import copy
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine.structures import BaseDataElement
+from torch import nn
+
+from ssn_plugin.registry import MODELS
+from .base import BaseCIRModel
+
+
+@MODELS.register_module()
+class CLIPBaseline(BaseCIRModel):
+    """CLIP "image + text": the query is the normalised sum of the reference image's and the
+    text's normalised CLIP embeddings; a gallery image is its normalised image embedding.
+
+    The usual reference point of CIR papers, zero-shot (no training: ``tools/test.py CONFIG
+    --no-checkpoint``) or fine-tuned with the same symmetric InfoNCE as SSN (its ``loss_con``).
+    ``mode='text'`` and ``mode='image'`` use one modality only: the text-only and image-only
+    baselines that show how much each part of the query carries.
+
+    Args:
+        backbone (dict): Config of the :class:`OpenCLIPBackbone`.
+        mode (str): ``'sum'``, ``'text'`` or ``'image'``. Defaults to 'sum'.
+        loss (dict): Config of the loss; its KL term does not apply (no second branch).
+            Defaults to ``dict(type='SSNLoss')``.
+        data_preprocessor (dict | nn.Module, optional): Defaults to
+            ``dict(type='CIRDataPreprocessor')``.
+        init_cfg (dict, optional): MMEngine initialisation config. Defaults to None.
+
+    Examples:
+        >>> import torch
+        >>> from ssn_plugin.models import CLIPBaseline
+        >>> model = CLIPBaseline(dict(type='OpenCLIPBackbone', arch='ViT-B-32'))  # random init
+        >>> images = torch.randn(2, 3, 224, 224)
+        >>> query = model.query_features(images, ['make it red', 'remove the dog'])
+        >>> query.shape, model.gallery_features(images).shape
+        (torch.Size([2, 512]), torch.Size([2, 512]))
+    """
+
+    MODES = ('sum', 'text', 'image')
+
+    def __init__(self, backbone: dict, mode: str = 'sum', loss: Optional[dict] = None,
+                 data_preprocessor: Optional[Union[dict, nn.Module]] = None,
+                 init_cfg: Optional[dict] = None):
+        if mode not in self.MODES:
+            raise ValueError(f'CLIPBaseline mode {mode!r}: expected one of {self.MODES}')
+        super().__init__(backbone, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.mode = mode
+        self.loss_module = MODELS.build(
+            dict(type='SSNLoss') if loss is None else copy.deepcopy(loss))
+
+    def _image_embedding(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.clip.encode_image(images)[0].float(), dim=-1)
+
+    def query_features(self, ref_img: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        if ref_img.shape[0] != len(texts):
+            raise ValueError(f'{ref_img.shape[0]} reference images but {len(texts)} captions')
+        if self.mode == 'image':
+            return self._image_embedding(ref_img)
+        text = F.normalize(self.clip.encode_text(texts)[0].float(), dim=-1)
+        if self.mode == 'text':
+            return text
+        return F.normalize(self._image_embedding(ref_img) + text, dim=-1)
+
+    def gallery_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self._image_embedding(images)
+
+    def loss(self, inputs: Dict[str, torch.Tensor],
+             data_samples: List[BaseDataElement]) -> Dict[str, torch.Tensor]:
+        query = self.query_features(inputs['ref_img'], self._texts(data_samples))
+        return self.loss_module(query, None, self.gallery_features(inputs['tgt_img']))

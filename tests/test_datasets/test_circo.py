@@ -1,0 +1,112 @@
+"""CIRCO on the official annotation files, with a stand-in COCO unlabeled gallery."""
+import json
+import os
+import os.path as osp
+
+import pytest
+
+from conftest import QUERY_PIPELINE, make_standin_circo
+from ssn_plugin.datasets import CIRCO, MissingImages
+
+
+@pytest.fixture(scope='module')
+def circo_root(tmp_path_factory):
+    return make_standin_circo(str(tmp_path_factory.mktemp('circo') / 'CIRCO'),
+                              num_distractors=50)
+
+
+def test_val_items_follow_the_records(circo_root, tmp_path):
+    val = CIRCO(circo_root['root'], 'val', report_dir=str(tmp_path))
+    records = circo_root['records']['val']
+    assert len(val) == len(records) == 220
+    # The gallery is the image-info file, in its order, named by COCO id.
+    assert val.gallery_names == [str(i) for i in circo_root['ids']]
+    for i in (0, 17, 219):
+        item, record = val.get_data_info(i), records[i]
+        assert item['query_id'] == record['id']
+        assert item['text'] == record['relative_caption']
+        assert val.gallery_names[item['ref_index']] == str(record['reference_img_id'])
+        assert val.gallery_names[item['target_index']] == str(record['target_img_id'])
+        assert [val.gallery_names[g] for g in item['gt_index']] == [
+            str(g) for g in record['gt_img_ids']]
+        assert item['semantic_aspects'] == record['semantic_aspects']
+        assert item['ref_img_path'] == val.gallery[item['ref_index']]['img_path']
+    assert max(len(val.get_data_info(i)['gt_index']) for i in range(len(val))) > 1
+
+
+def test_test_split_has_no_ground_truth(circo_root, tmp_path):
+    test = CIRCO(circo_root['root'], 'test', report_dir=str(tmp_path))
+    assert len(test) == 800
+    item = test.get_data_info(0)
+    assert item['target_index'] == -1 and item['gt_index'] == [] and item['tgt_name'] is None
+    assert sorted(test.get_data_info(i)['query_id'] for i in range(800)) == list(range(800))
+
+
+def test_text_template(circo_root, tmp_path):
+    record = circo_root['records']['val'][3]
+    val = CIRCO(circo_root['root'], 'val', report_dir=str(tmp_path),
+                text_template='{shared_concept}, {relative_caption}')
+    assert val.get_data_info(3)['text'] == (
+        f'{record["shared_concept"]}, {record["relative_caption"]}')
+    with pytest.raises(ValueError, match=r"unknown fields \['caption'\]"):
+        CIRCO(circo_root['root'], 'val', text_template='{caption}')
+    with pytest.raises(ValueError, match='must contain {relative_caption}'):
+        CIRCO(circo_root['root'], 'val', text_template='{shared_concept}')
+    with pytest.raises(ValueError, match='no training split'):
+        CIRCO(circo_root['root'], 'train')
+
+
+def test_query_sample_carries_what_the_metric_reads(circo_root, tmp_path):
+    val = CIRCO(circo_root['root'], 'val', report_dir=str(tmp_path), pipeline=QUERY_PIPELINE)
+    sample = val[5]
+    info = val.get_data_info(5)
+    assert sample['inputs']['ref_img'].shape == (3, 32, 32)
+    for key in ('query_id', 'gt_index', 'semantic_aspects', 'ref_index', 'target_index',
+                'text'):
+        assert getattr(sample['data_samples'], key) == info[key]
+
+
+def test_missing_images_are_listed_or_dropped_and_counted(tmp_path):
+    info = make_standin_circo(str(tmp_path / 'CIRCO'), num_distractors=5, splits=('val', ))
+    record = info['records']['val'][0]
+    img_dir = tmp_path / 'CIRCO' / 'COCO2017_unlabeled' / 'unlabeled2017'
+    lost_gt = record['gt_img_ids'][-1]
+    os.remove(img_dir / f'{lost_gt:012d}.png')
+    os.remove(img_dir / f'{10_000_000:012d}.png')  # a distractor
+    with pytest.raises(MissingImages, match='2 of .* referenced images are missing') as err:
+        CIRCO(str(tmp_path / 'CIRCO'), 'val', report_dir=str(tmp_path / 'r'))
+    assert 'image_info_unlabeled2017.json' in str(err.value)  # the layout is shown
+    listed = (tmp_path / 'r' / 'missing_images_circo_val.txt').read_text().splitlines()
+    assert sorted(line.split('\t')[1] for line in listed) == sorted(
+        [str(lost_gt), str(10_000_000)])
+
+    val = CIRCO(str(tmp_path / 'CIRCO'), 'val', skip_missing=True, report_dir=str(tmp_path))
+    affected = [r['id'] for r in info['records']['val']
+                if lost_gt in r['gt_img_ids'] or r['reference_img_id'] == lost_gt]
+    assert val.dropped_query_ids == affected and record['id'] in affected
+    assert len(val) == 220 - len(affected)
+    assert len(val.gallery) == len(info['ids']) - 2
+    assert str(lost_gt) not in val.gallery_names
+
+
+def test_bad_records_name_the_file_and_record(tmp_path):
+    info = make_standin_circo(str(tmp_path / 'CIRCO'), num_distractors=0, splits=('val', ))
+    path = tmp_path / 'CIRCO' / 'annotations' / 'val.json'
+    records = info['records']['val']
+    broken = [dict(r) for r in records]
+    broken[4]['gt_img_ids'] = [123]  # not in the image info, and the target not among them
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match=r'val.json, record 4 \(id 4\): target_img_id'):
+        CIRCO(str(tmp_path / 'CIRCO'), 'val')
+    broken[4]['gt_img_ids'] = [records[4]['target_img_id'], 123]
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match=r'record 4 \(id 4\): images \[123\] are not in'):
+        CIRCO(str(tmp_path / 'CIRCO'), 'val')
+    del broken[4]['gt_img_ids']
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="missing key 'gt_img_ids'"):
+        CIRCO(str(tmp_path / 'CIRCO'), 'val')
+    os.remove(osp.join(tmp_path, 'CIRCO', 'COCO2017_unlabeled', 'annotations',
+                       'image_info_unlabeled2017.json'))
+    with pytest.raises(FileNotFoundError, match='image_info_unlabeled2017.json'):
+        CIRCO(str(tmp_path / 'CIRCO'), 'val')
