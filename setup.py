@@ -9,7 +9,13 @@ HERE = Path(__file__).parent
 def read_requirements(name: str) -> list:
     """Read one requirements file, dropping comments and blank lines."""
     lines = (HERE / 'requirements' / name).read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith('#')]
+    requirements = []
+    for line in (line.strip() for line in lines):
+        if line.startswith('-r '):  # an included file
+            requirements += read_requirements(line[3:].strip())
+        elif line and not line.startswith('#'):
+            requirements.append(line)
+    return requirements
 
 
 def read_version() -> str:
@@ -29,6 +35,7 @@ setup(
     packages=find_packages(include=['ssn_plugin', 'ssn_plugin.*']),
     install_requires=read_requirements('runtime.txt'),
     extras_require={'tests': read_requirements('tests.txt'),
+                    'demo': read_requirements('demo.txt'),
                     'mutation': read_requirements('mutation.txt')},
     license='Apache-2.0',
 )

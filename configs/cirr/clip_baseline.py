@@ -1,16 +1,34 @@
-# The CLIP "image + text" baseline on CIRR (normalised sum of the two CLIP embeddings).
+# The CLIP "image + text" baseline on CIRR: the normalised sum of CLIP's image and text
+# embeddings, against the gallery's image embeddings.
 # Zero-shot, to check a data set-up against published numbers before training anything:
 #   python tools/test.py configs/cirr/clip_baseline.py --no-checkpoint
-# Fine-tuned with SSN's InfoNCE and schedule: python tools/train.py configs/cirr/clip_baseline.py
+# Fine-tuned with SSN's InfoNCE and the CIRR recipe's optimiser and schedule:
+#   python tools/train.py configs/cirr/clip_baseline.py
 # mode='text' / 'image': text-only / image-only baselines (--cfg-options model.mode=text).
-_base_ = ['./ssn.py']
+_base_ = [
+    '../_base_/datasets/cirr.py',
+    '../_base_/schedules/cirr_ssn.py',
+    '../_base_/default_runtime.py',
+]
 
 model = dict(
-    _delete_=True,
     type='CLIPBaseline',
-    backbone=dict(type='OpenCLIPBackbone', arch='ViT-B-32', pretrained='openai',
-                  train_vision=True, train_text=True),
+    backbone=dict(
+        type='OpenCLIPBackbone',
+        arch='ViT-B-32',
+        pretrained='openai',  # an open_clip tag (downloaded once) or a local file
+        train_vision=True,
+        train_text=True),
     mode='sum',
+    # The contrastive term only: the baseline has no second branch, hence no KL term.
     loss=dict(type='SSNLoss', logit_scale=100.0, gather=True),
     data_preprocessor=dict(type='CIRDataPreprocessor'),
 )
+
+# Mixed precision (fp16 + dynamic loss scaling). On CPU add
+#   --cfg-options optim_wrapper.type=OptimWrapper
+optim_wrapper = dict(type='AmpOptimWrapper')
+
+default_hooks = dict(
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
+                    save_best='cirr/Avg', rule='greater'))

@@ -1,0 +1,184 @@
+"""The web demo: its logic in Python, and a whole search in a real (headless) Chromium.
+
+The browser test runs on a random-initialised demo model over a small generated shapes
+gallery. With SSN_DEMO_CHECKPOINT (a checkpoint of configs/demo/ssn_shapes.py), SSN_DEMO_ROOT
+(its data root) and SSN_DEMO_SCREENSHOT set, the same test runs on the trained demo and writes
+the screenshot shown in the README (docs/demo_app.png).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+from browser import DemoPage, chrome, demo_server, find_chromium
+from conftest import PROJECT_ROOT, write_image
+from ssn_plugin.apis import CIRRetriever
+from ssn_plugin.apis.web_demo import DemoInputError, DemoSession, Step, history_html
+from ssn_plugin.datasets import generate_shapes_dataset
+
+sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))
+import demo_app  # noqa: E402
+
+CONFIG = osp.join(PROJECT_ROOT, 'configs', 'demo', 'ssn_shapes.py')
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    """(config, checkpoint, data root, gallery folder): the trained demo when the environment
+    names one, else a random-initialised demo model over 60 generated shapes images."""
+    if os.environ.get('SSN_DEMO_CHECKPOINT'):
+        root = os.environ['SSN_DEMO_ROOT']
+        return CONFIG, os.environ['SSN_DEMO_CHECKPOINT'], root, osp.join(root, 'dev')
+    tmp = tmp_path_factory.mktemp('demo')
+    root = str(tmp / 'shapes')
+    generate_shapes_dataset(root, num_train_sets=1, num_val_sets=10)
+    torch.manual_seed(0)
+    model = CIRRetriever(CONFIG, device='cpu').model
+    checkpoint = str(tmp / 'random_demo.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta={}), checkpoint)
+    return CONFIG, checkpoint, root, osp.join(root, 'dev')
+
+
+@pytest.fixture(scope='module')
+def retriever(demo):
+    config, checkpoint, _, gallery = demo
+    return CIRRetriever(config, checkpoint, device='cpu').index(gallery, progress=False)
+
+
+def first_query(root):
+    """The first val query of the shapes data: (reference file name, caption)."""
+    with open(osp.join(root, 'cirr', 'captions', 'cap.rc2.val.json')) as f:
+        record = json.load(f)[0]
+    return record['reference'] + '.png', record['caption']
+
+
+def canonical(names, scores):
+    """A ranking as the page prints it, with ties (equal to 4 decimals) in name order."""
+    return sorted(zip([round(s, 4) for s in scores], names), key=lambda p: (-p[0], p[1]))
+
+
+def assert_same_ranking(page, api_results):
+    assert canonical(page.result_names(), page.result_scores()) == canonical(
+        [n for n, _ in api_results], [s for _, s in api_results])
+
+
+# ---------------------------------------------------------------------- logic, no browser
+def test_session_pages_and_references(retriever):
+    session = DemoSession(retriever, page_size=24)
+    assert session.num_pages == -(-len(retriever.names) // 24)
+    assert [name for _, name in session.page(0)] == retriever.names[:24]
+    assert session.page(99) == session.page(session.num_pages - 1)  # clamped
+    ref = session.gallery_reference(1, 0)
+    assert ref.name == retriever.names[24] and ref.path == retriever.paths[24]
+    with pytest.raises(DemoInputError, match='no gallery image at position 30'):
+        session.gallery_reference(0, 30)
+
+
+def test_session_search_refine_and_history(retriever):
+    session = DemoSession(retriever)
+    ref = session.gallery_reference(0, 2)
+    steps = session.search(ref, '  make it blue ', 5, [])
+    assert steps[0].results == retriever.query(ref.path, 'make it blue', topk=5)
+    assert ref.name not in [n for n, _ in steps[0].results]  # the reference is left out
+    nxt = session.result_reference(steps, 1)
+    assert nxt.name == steps[0].results[1][0]
+    steps = session.search(nxt, 'remove the square', 5, steps)
+    assert [s.text for s in steps] == ['make it blue', 'remove the square']
+    assert history_html(steps).count('<li>') == 2
+    assert session.result_items(steps)[0][1].startswith(f'1. {steps[1].results[0][0]} (')
+
+
+def test_session_input_errors(retriever, tmp_path):
+    session = DemoSession(retriever)
+    ref = session.gallery_reference(0, 0)
+    with pytest.raises(DemoInputError, match='choose a reference image first'):
+        session.search(None, 'make it red', 5, [])
+    with pytest.raises(DemoInputError, match='type how the image'):
+        session.search(ref, '   ', 5, [])
+    with pytest.raises(DemoInputError, match='search first'):
+        session.result_reference([], 0)
+    fake = tmp_path / 'holiday.png'
+    fake.write_text('not an image at all')
+    with pytest.raises(DemoInputError, match='holiday.png is not an image that can be read'):
+        session.uploaded_reference(str(fake))
+    truncated = tmp_path / 'cut.png'
+    write_image(str(tmp_path / 'whole.png'), size=(64, 64))
+    truncated.write_bytes((tmp_path / 'whole.png').read_bytes()[:200])
+    with pytest.raises(DemoInputError, match='cut.png is not an image'):
+        session.uploaded_reference(str(truncated))
+
+
+def test_bad_galleries_become_the_page_message(demo, tmp_path):
+    config, checkpoint, _, gallery = demo
+    (tmp_path / 'empty').mkdir()
+    args = argparse.Namespace(config=config, checkpoint=checkpoint, index=None,
+                              gallery=str(tmp_path / 'empty'), save_index=None, device='cpu',
+                              batch_size=8, page_size=24)
+    session = demo_app.make_session(args)
+    assert session.retriever is None and 'no images found' in session.error
+    with pytest.raises(DemoInputError, match='no images found'):
+        session.page(0)
+    # An index built by other weights is refused, as the API does.
+    torch.manual_seed(1)
+    other = CIRRetriever(config, device='cpu').index(gallery, progress=False)
+    other.save_index(str(tmp_path / 'other.idx'))
+    args.gallery, args.index = None, str(tmp_path / 'other.idx')
+    session = demo_app.make_session(args)
+    assert 'was built by a different model' in session.error
+
+
+# ---------------------------------------------------------------------- the browser
+@pytest.mark.slow
+def test_a_whole_search_in_chromium(demo, retriever, tmp_path):
+    if find_chromium() is None:
+        pytest.skip('Chromium and chromium-driver are not installed (Debian: apt-get install '
+                    'chromium chromium-driver, which .ci/run does as root)')
+    config, checkpoint, root, gallery = demo
+    screenshot = os.environ.get('SSN_DEMO_SCREENSHOT', str(tmp_path / 'demo_app.png'))
+    reference, caption = first_query(root)
+    with demo_server([config, checkpoint, '--gallery', gallery]) as (url, server):
+        driver = chrome()
+        try:
+            page = DemoPage(driver, url)
+            assert page.message() == ''
+            # A bad input first: searching without a text says what to do.
+            page.pick_from_gallery(page.browser_names().index(reference))
+            page.type_text('')
+            assert 'type how the image you look for differs' in page.search_expecting_message()
+
+            # Pick, type, search: the names shown are the API's top-k for the same query.
+            page.type_text(caption)
+            page.search()
+            assert page.message() == ''
+            first = retriever.query(retriever.path_of(reference), caption, topk=10)
+            assert_same_ranking(page, first)
+
+            # Click a result to refine from it.
+            refined = page.pick_result(0)
+            follow_up = 'make the yellow triangle blue'
+            page.type_text(follow_up)
+            page.search()
+            second = retriever.query(retriever.path_of(refined), follow_up, topk=10)
+            assert_same_ranking(page, second)
+            assert page.history() == [
+                f'{reference} + "{caption}" → {first[0][0]}',
+                f'{refined} + "{follow_up}" → {second[0][0]}']
+
+            driver.save_screenshot(screenshot)
+
+            # An upload that is not an image gets a message, not a stack trace.
+            fake = tmp_path / 'notes.png'
+            fake.write_text('this is text, not a picture')
+            page.upload(str(fake))
+            page.wait.until(lambda d: page.message())
+            assert 'notes.png is not an image that can be read' in page.message()
+            assert 'Traceback' not in driver.page_source
+        finally:
+            driver.quit()
+    assert server.returncode is not None  # shut down
+    with open(screenshot, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'

@@ -1,0 +1,71 @@
+"""Serve a web page to search a gallery with a reference image and words.
+
+    python tools/demo_app.py CONFIG CHECKPOINT --gallery DIR [--save-index FILE] [--port 7860]
+    python tools/demo_app.py CONFIG CHECKPOINT --index FILE
+
+Needs the demo extra: pip install -e ".[demo]". The page listens on 127.0.0.1 unless --host
+says otherwise. A gallery that cannot be indexed (no images, an index built by other weights)
+still opens the page, which shows why.
+"""
+import argparse
+import os.path as osp
+import time
+
+from ssn_plugin.apis import CIRRetriever
+from ssn_plugin.apis.web_demo import DemoSession, build_app
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Composed image retrieval in the browser')
+    parser.add_argument('config', help='model config file')
+    parser.add_argument('checkpoint', help='checkpoint from tools/train.py')
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--gallery', help='folder of gallery images (searched recursively)')
+    source.add_argument('--index', help='an index file written by --save-index or '
+                        'tools/retrieve.py --save-index')
+    parser.add_argument('--save-index', help='save the gallery index to this file')
+    parser.add_argument('--host', default='127.0.0.1', help='address to listen on')
+    parser.add_argument('--port', type=int, default=7860)
+    parser.add_argument('--page-size', type=int, default=24, help='gallery images per page')
+    parser.add_argument('--device', help='cuda or cpu (default: cuda when available)')
+    parser.add_argument('--batch-size', type=int, default=32)
+    return parser.parse_args(argv)
+
+
+def make_session(args) -> DemoSession:
+    """Index the gallery (or load the index); a failure becomes the page's message."""
+    retriever = CIRRetriever(args.config, args.checkpoint, device=args.device,
+                             batch_size=args.batch_size)
+    start = time.perf_counter()
+    try:
+        if args.index:
+            retriever.load_index(args.index)
+        else:
+            retriever.index(args.gallery)
+    except (ValueError, FileNotFoundError) as err:
+        print(f'The page will show: {err}')
+        return DemoSession(None, args.page_size, error=str(err))
+    print(f'Indexed {len(retriever.names)} images in {time.perf_counter() - start:.1f} s')
+    if args.save_index:
+        retriever.save_index(args.save_index)
+        print(f'Index saved to {args.save_index}')
+    return DemoSession(retriever, args.page_size)
+
+
+def allowed_folders(session: DemoSession) -> list:
+    """The folders the page may serve images from: those holding the gallery."""
+    if session.retriever is None:
+        return []
+    return sorted({osp.dirname(p) for p in session.retriever.paths})
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    session = make_session(args)
+    app = build_app(session)
+    app.launch(server_name=args.host, server_port=args.port,
+               allowed_paths=allowed_folders(session))
+
+
+if __name__ == '__main__':
+    main()
