@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import os.path as osp
+import re
 import socket
 import subprocess
 import sys
@@ -281,6 +282,10 @@ default_hooks = dict(logger=dict(interval=1))
     assert out.index('Epoch(train) [1]') < out.index('froze the CLIP vision tower') < out.index(
         'Epoch(train) [2]')
     assert out.count('Encoded the gallery: 42 images') == 2
+    # The recipe's feature cache: the frozen tower's outputs are reused within epoch 2.
+    reused = re.search(r'Epoch 1: feature cache holds (\d+) images; (\d+) image encodings '
+                       r'reused, (\d+) computed', out)
+    assert reused and int(reused.group(2)) > 0 and int(reused.group(1)) == int(reused.group(3))
     assert osp.isfile(osp.join(work_dir, 'best_fiq_overall_epoch_1.pth')) or osp.isfile(
         osp.join(work_dir, 'best_fiq_overall_epoch_2.pth'))
 
@@ -429,3 +434,26 @@ def test_test_tool_needs_a_checkpoint_or_no_checkpoint(capsys):
     # Zero-shot: no checkpoint, and the CLIP weights are loaded.
     assert merged.get('load_from') is None
     assert 'load_pretrained' not in merged.model.backbone
+
+
+def val_metrics(log: str) -> list:
+    """The validation lines of a training log, without timings."""
+    return [re.sub(r'\s+(data_)?time: [0-9.]+', '', line.split(' - mmengine - INFO - ')[-1])
+            for line in log.splitlines() if 'Epoch(val)' in line and 'cirr/R@1' in line]
+
+
+@pytest.mark.slow
+def test_training_from_the_image_cache_gives_the_same_run(trained):
+    """tools/build_image_cache.py, then the same training with --image-cache: the same
+    validation metrics, and the stores are read, not rebuilt."""
+    root, cache = trained['root'], str(trained['root'] / 'image_cache')
+    out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'build_image_cache.py'), trained['config'],
+                    '--image-cache', cache], cwd=str(root))
+    assert re.search(r'cirr_train-\w+: 25 images of 32x32', out)
+    assert re.search(r'cirr_val-\w+: 25 images of 32x32', out)
+    log = run_tool([osp.join(PROJECT_ROOT, 'tools', 'train.py'), trained['config'],
+                    '--work-dir', str(root / 'cached_work'), '--image-cache', cache],
+                   cwd=str(root))
+    assert 'pipelines read preprocessed images from' in log
+    assert 'images to preprocess' not in log  # built before, only opened
+    assert val_metrics(log) and val_metrics(log) == val_metrics(trained['train_log'])

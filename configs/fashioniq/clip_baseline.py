@@ -17,7 +17,10 @@ model = dict(
         arch='ViT-B-32',
         pretrained='openai',  # an open_clip tag (downloaded once) or a local file
         train_vision=True,
-        train_text=True),
+        train_text=True,
+        # While FreezeVisionTowerHook keeps the image tower frozen (epoch 1 on), each image's
+        # tower outputs are computed once and reused (fp16, on the GPU).
+        feature_cache=True),
     mode='sum',
     # The contrastive term only: the baseline has no second branch, hence no KL term.
     loss=dict(type='SSNLoss', logit_scale=100.0, gather=True),

@@ -15,6 +15,28 @@ def add_runner_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument(
+        '--image-cache', metavar='DIR',
+        help='read preprocessed images from memory-mapped stores under DIR instead of decoding '
+        'and resizing every time (built on first use, or by tools/build_image_cache.py)')
+
+
+LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def set_image_cache(cfg: Config, root: str) -> int:
+    """Set ``image_cache=root`` on the dataset of every data loader of the config.
+
+    Returns:
+        int: how many datasets were changed.
+    """
+    count = 0
+    for name in LOADERS:
+        loader = cfg.get(name)
+        if isinstance(loader, dict) and isinstance(loader.get('dataset'), dict):
+            loader['dataset']['image_cache'] = root
+            count += 1
+    return count
 
 
 def parse_runner_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
@@ -26,9 +48,11 @@ def parse_runner_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Na
 
 
 def apply_runner_args(cfg: Config, args: argparse.Namespace) -> Config:
-    """Launcher and work dir (the command line's, the config's, or ``./work_dirs/<config
-    name>``). Call it first in a tool's ``merge_args``; :func:`apply_cfg_options` goes last."""
+    """Launcher, image cache and work dir (the command line's, the config's, or
+    ``./work_dirs/<config name>``). Call it first in a tool's ``merge_args``; :func:`apply_cfg_options` goes last."""
     cfg.launcher = args.launcher
+    if getattr(args, 'image_cache', None):
+        set_image_cache(cfg, args.image_cache)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:

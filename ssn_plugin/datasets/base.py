@@ -6,11 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from mmengine.dataset import BaseDataset
+from mmengine.dist import barrier, is_main_process
 from mmengine.logging import MMLogger, print_log
 from mmengine.utils import ProgressBar
 from PIL import Image
 
 from ssn_plugin.registry import DATASETS, TRANSFORMS
+from .image_cache import CachedCIRImages, use_image_cache
 from .transforms import fill_meta_keys
 
 
@@ -171,6 +173,10 @@ class BaseCIRDataset(BaseDataset):
         decode_images (bool): Also decode every checked image once, in parallel, when the
             annotations load, and report every unreadable file (truncated, empty, not an image)
             with the missing ones, before training starts. Defaults to False (existence only).
+        image_cache (str, optional): A folder for preprocessed images: the pipelines' decode,
+            pad and resize steps are replaced by reads from a memory-mapped store of this split
+            (:class:`~ssn_plugin.datasets.image_cache.CachedCIRImages`), built on first use or
+            by ``tools/build_image_cache.py``. Defaults to None (decode every time).
         **kwargs: Passed to ``BaseDataset``.
     """
 
@@ -178,19 +184,62 @@ class BaseCIRDataset(BaseDataset):
     #: Item keys packed into each query's data sample (``PackCIRInputs(meta_keys=None)``):
     #: what the model (``text``) and the dataset's metric read. Subclasses extend it.
     META_KEYS = ('text', 'ref_index', 'target_index', 'sample_idx', 'ref_img_path', 'ref_name',
-                 'tgt_name')
+                 'tgt_img_path', 'tgt_name')
 
     def __init__(self, pipeline: Sequence = (), gallery_pipeline: Optional[Sequence] = None,
-                 report_dir: Optional[str] = None, decode_images: bool = False, **kwargs):
+                 report_dir: Optional[str] = None, decode_images: bool = False,
+                 image_cache: Optional[str] = None, **kwargs):
         self.report_dir = report_dir
         self.decode_images = decode_images
+        self.image_cache = image_cache
         self.gallery: List[dict] = []
         # Built once, so that settings filled in later (the model's image size) are kept.
         self.gallery_pipeline = (None if gallery_pipeline is None else
-                                 build_pipeline(gallery_pipeline))
-        transforms = build_pipeline(pipeline)
+                                 self._cached(build_pipeline(gallery_pipeline)))
+        transforms = self._cached(build_pipeline(pipeline))
         fill_meta_keys(transforms, self.META_KEYS)
         super().__init__(pipeline=transforms, **kwargs)
+
+    def _cached(self, transforms: List) -> List:
+        """With ``image_cache``, the pipeline's cacheable head becomes a cache lookup."""
+        if self.image_cache is None or not transforms:
+            return transforms
+        return use_image_cache(transforms, self.image_cache,
+                               f'{type(self).__name__.lower()}_{self.split}')
+
+    def cached_image_transforms(self) -> List[CachedCIRImages]:
+        """The cache lookups of the query and gallery pipelines."""
+        transforms = list(getattr(self.pipeline, 'transforms', [])) + list(
+            self.gallery_pipeline or [])
+        return [t for t in transforms if isinstance(t, CachedCIRImages)]
+
+    def image_paths(self) -> List[str]:
+        """Every image file this split reads: the gallery and each item's images."""
+        paths = {entry['img_path'] for entry in self.gallery}
+        for i in range(len(self)):
+            item = self.get_data_info(i)
+            paths.update(item[k] for k in ('ref_img_path', 'tgt_img_path') if item.get(k))
+        return sorted(paths)
+
+    def prepare_image_caches(self, build: bool = True, workers: Optional[int] = None) -> int:
+        """Open the image caches of the pipelines (after the image size is known), building
+        them first where missing and ``build`` (on the main process; the others wait).
+
+        Returns:
+            int: how many pipeline lookups were prepared.
+        """
+        cached = self.cached_image_transforms()
+        if not cached:
+            return 0
+        paths = self.image_paths()
+        if build:
+            if is_main_process():
+                for transform in cached:
+                    transform.prepare(paths, build=True, workers=workers)
+            barrier()
+        for transform in cached:
+            transform.prepare(paths, build=False)
+        return len(cached)
 
     def gallery_dataset(self, pipeline: Optional[Sequence] = None) -> CIRGalleryDataset:
         """The gallery images as a dataset, in :attr:`gallery` order."""

@@ -124,6 +124,8 @@ def fill_image_size(transforms: Sequence, size: Sequence[int]) -> int:
         if isinstance(transform, CLIPResizeCrop) and transform.size is None:
             transform.size = height if height == width else (height, width)
             filled += 1
+        # A transform that stands for others (the image cache's lookup) holds them.
+        filled += fill_image_size(getattr(transform, 'transforms', None) or [], size)
     return filled
 
 

@@ -174,9 +174,20 @@ class ImageSizeFromModelHook(Hook):
     It runs before the loop iterates its data loader, so worker processes see the filled-in
     transforms, and (priority ``ABOVE_NORMAL``) before :class:`GalleryFeatureHook` builds the
     gallery.
+
+    Then, as the cached pixels depend on that size, it prepares the dataset's image caches
+    (``image_cache`` of the CIR datasets): it opens them, building a missing one first when
+    ``build_caches`` (on the main process, the others wait), and stops on a stale one.
+
+    Args:
+        build_caches (bool): Build a missing image cache on first use. False: a missing cache
+            is an error that says how to build it. Defaults to True.
     """
 
     priority = 'ABOVE_NORMAL'
+
+    def __init__(self, build_caches: bool = True):
+        self.build_caches = build_caches
 
     def _fill(self, runner, loop, name: str) -> None:
         model = _unwrap(runner.model)
@@ -188,6 +199,10 @@ class ImageSizeFromModelHook(Hook):
         transforms += list(getattr(dataset, 'gallery_pipeline', None) or [])
         if fill_image_size(transforms, size):
             print_log(f'{name} pipelines: image size {tuple(size)} taken from the model',
+                      logger='current')
+        if hasattr(dataset, 'prepare_image_caches') and dataset.prepare_image_caches(
+                build=self.build_caches):
+            print_log(f'{name} pipelines read preprocessed images from {dataset.image_cache}',
                       logger='current')
 
     def before_train(self, runner) -> None:
@@ -208,14 +223,34 @@ class FreezeVisionTowerHook(Hook):
     runs before every training epoch, so a resumed run freezes too. Under DDP set
     ``find_unused_parameters=True``: the frozen parameters stop receiving gradients.
 
+    With the backbone's ``feature_cache`` on, the frozen tower's outputs are reused by image
+    file; that is only right when the training pipeline gives an image the same pixels every
+    time, so the hook refuses a training pipeline with any other transform than
+    :data:`DETERMINISTIC`.
+
     Args:
         epoch (int): First (0-based) epoch with a frozen vision tower. Defaults to 1.
     """
 
     priority = 'NORMAL'
+    #: Transforms that give an image file the same pixels every time.
+    DETERMINISTIC = ('CachedCIRImages', 'LoadCIRImages', 'TargetPad', 'CLIPResizeCrop',
+                     'PackCIRInputs', 'ComposeFIQCaption')
 
     def __init__(self, epoch: int = 1):
         self.epoch = epoch
+
+    def before_train(self, runner) -> None:
+        if getattr(_unwrap(runner.model).clip, 'feature_cache', None) is None:
+            return
+        pipeline = getattr(runner.train_dataloader.dataset, 'pipeline', None)
+        names = [type(t).__name__ for t in getattr(pipeline, 'transforms', [])]
+        other = [n for n in names if n not in self.DETERMINISTIC]
+        if other:
+            raise ValueError(
+                f'the backbone\'s feature_cache reuses the frozen image tower\'s outputs per '
+                f'image file, but the training pipeline has {other}, which may change an '
+                f'image between epochs; set feature_cache=False or use only {self.DETERMINISTIC}')
 
     def before_train_epoch(self, runner) -> None:
         if runner.epoch < self.epoch:
@@ -224,6 +259,15 @@ class FreezeVisionTowerHook(Hook):
         params = model.clip.vision_parameters()
         if any(p.requires_grad for p in params):
             model.clip.set_trainable(vision=False)
+            cached = (' Its outputs are cached per image from now on (feature_cache).'
+                      if getattr(model.clip, 'feature_cache', None) is not None else '')
             print_log(f'Epoch {runner.epoch}: froze the CLIP vision tower ({len(params)} '
-                      'tensors); only the text tower of CLIP is fine-tuned from now on.',
+                      'tensors); only the text tower of CLIP is fine-tuned from now on.'
+                      + cached, logger='current')
+
+    def after_train_epoch(self, runner) -> None:
+        cache = getattr(_unwrap(runner.model).clip, 'feature_cache', None)
+        if cache is not None and len(cache):
+            print_log(f'Epoch {runner.epoch}: feature cache holds {len(cache)} images; '
+                      f'{cache.hits} image encodings reused, {cache.misses} computed so far',
                       logger='current')

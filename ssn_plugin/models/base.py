@@ -74,13 +74,25 @@ class BaseCIRModel(BaseModel):
     def _texts(data_samples: Sequence[BaseDataElement]) -> List[str]:
         return [sample.text for sample in data_samples]
 
+    @staticmethod
+    def _image_keys(data_samples: Optional[Sequence[BaseDataElement]],
+                    field: str) -> Optional[List[str]]:
+        """The images' file paths (``field`` of each sample) as keys of the backbone's feature
+        cache; None when a sample lacks one (e.g. an uploaded image)."""
+        if not data_samples:
+            return None
+        keys = [sample.get(field) for sample in data_samples]
+        return None if any(not isinstance(k, str) for k in keys) else keys
+
     def extract_feat(self, inputs: Dict[str, torch.Tensor],
                      data_samples: Optional[List[BaseDataElement]] = None) -> torch.Tensor:
         """L2-normalised query features (``ref_img`` + texts) or gallery features (``img``)."""
         if 'ref_img' in inputs:
-            return self.query_features(inputs['ref_img'], self._texts(data_samples))
+            return self.query_features(inputs['ref_img'], self._texts(data_samples),
+                                       image_keys=self._image_keys(data_samples, 'ref_img_path'))
         if 'img' in inputs:
-            return self.gallery_features(inputs['img'])
+            return self.gallery_features(inputs['img'],
+                                         image_keys=self._image_keys(data_samples, 'img_path'))
         raise KeyError(f'inputs must hold "ref_img" (queries) or "img" (gallery); got '
                        f'{sorted(inputs)}')
 
@@ -93,12 +105,15 @@ class BaseCIRModel(BaseModel):
             sample.set_field(feat, key)
         return data_samples
 
-    def query_features(self, ref_img: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
-        """L2-normalised composed queries [B, D]."""
+    def query_features(self, ref_img: torch.Tensor, texts: Sequence[str],
+                       image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
+        """L2-normalised composed queries [B, D]; ``image_keys`` (the reference files) let
+        the backbone reuse cached features of a frozen image tower."""
         raise NotImplementedError
 
-    def gallery_features(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised gallery / target features [B, D]."""
+    def gallery_features(self, images: torch.Tensor,
+                         image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
+        """L2-normalised gallery / target features [B, D] (``image_keys`` as above)."""
         raise NotImplementedError
 
     def loss(self, inputs: Dict[str, torch.Tensor],

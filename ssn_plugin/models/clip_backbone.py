@@ -27,6 +27,7 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from ssn_plugin.registry import MODELS
+from .feature_cache import ImageFeatureCache
 
 # open_clip's defaults (OpenAI's statistics), used when neither the weights' tag nor the
 # architecture config says otherwise.
@@ -179,6 +180,11 @@ class OpenCLIPBackbone(nn.Module):
             backward pass instead of keeping them (open_clip's gradient checkpointing): about
             one more forward pass of compute for a fraction of the activation memory; for
             ViT-H/14 and larger batches. Defaults to False.
+        feature_cache (bool): While the image tower is frozen, keep each image's outputs
+            (:class:`~ssn_plugin.models.feature_cache.ImageFeatureCache`, fp16, on the device
+            that computed them) and reuse them for every later step and evaluation that passes
+            the image's key. Cleared when the tower is unfrozen or weights are loaded. Needs a
+            deterministic image pipeline (no random augmentation). Defaults to False.
     """
 
     def __init__(self,
@@ -188,7 +194,8 @@ class OpenCLIPBackbone(nn.Module):
                  load_pretrained: bool = True,
                  train_vision: bool = True,
                  train_text: bool = True,
-                 grad_checkpointing: bool = False):
+                 grad_checkpointing: bool = False,
+                 feature_cache: bool = False):
         super().__init__()
         arch_cfg = _load_arch_cfg(arch)
         self.weights = resolve_weights(arch, arch_cfg, pretrained, quick_gelu)
@@ -227,6 +234,9 @@ class OpenCLIPBackbone(nn.Module):
         self.set_trainable(vision=train_vision, text=train_text)
         self.grad_checkpointing = grad_checkpointing
         self.model.set_grad_checkpointing(grad_checkpointing)
+        self.feature_cache = ImageFeatureCache() if feature_cache else None
+        # Loading weights (a checkpoint, a resume) invalidates cached features.
+        self._register_load_state_dict_pre_hook(self._clear_feature_cache)
 
     # ------------------------------------------------------------------ weights
     def _load_weights(self, arch: Union[str, dict], pretrained: str) -> None:
@@ -320,8 +330,21 @@ class OpenCLIPBackbone(nn.Module):
                   if isinstance(getattr(self.model, n, None), nn.Parameter)}
         return [p for p in self.model.parameters() if id(p) not in visual | frozen]
 
+    @property
+    def vision_frozen(self) -> bool:
+        """Whether no parameter of the image tower trains."""
+        return not any(p.requires_grad for p in self.model.visual.parameters())
+
+    def _clear_feature_cache(self, *args, **kwargs) -> None:
+        cache = getattr(self, 'feature_cache', None)  # None too while __init__ runs
+        if cache is not None:
+            cache.clear()
+
     def set_trainable(self, vision: Optional[bool] = None, text: Optional[bool] = None) -> None:
-        """Freeze or unfreeze a tower; None leaves it as it is."""
+        """Freeze or unfreeze a tower; None leaves it as it is. Unfreezing the image tower
+        empties the feature cache (its weights will change)."""
+        if vision:
+            self._clear_feature_cache()
         if vision is not None:
             for p in self.vision_parameters():
                 p.requires_grad_(vision)
@@ -368,12 +391,24 @@ class OpenCLIPBackbone(nn.Module):
             pooled = proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
         return pooled, states, mask
 
-    def encode_image(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def encode_image(self, images: torch.Tensor,
+                     keys: Optional[Sequence[str]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Encode normalised images [B, 3, H, W].
+
+        Args:
+            images (Tensor): The batch.
+            keys (Sequence[str], optional): One key per image (its file path); with
+                ``feature_cache`` on and the image tower frozen, cached outputs are reused.
+                Defaults to None (always computed).
 
         Returns:
             tuple: ``v`` [B, D] and ``V`` [B, N, C_v] (class token first, before ``ln_post``).
         """
+        if self.feature_cache is not None and keys is not None and self.vision_frozen:
+            return self.feature_cache.encode(images, list(keys), self._encode_image)
+        return self._encode_image(images)
+
+    def _encode_image(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         if tuple(images.shape[-2:]) != self.image_size:
             raise ValueError(
                 f'images are {tuple(images.shape[-2:])} pixels but the image tower takes '

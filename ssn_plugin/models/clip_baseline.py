@@ -52,23 +52,29 @@ class CLIPBaseline(BaseCIRModel):
         self.loss_module = MODELS.build(
             dict(type='SSNLoss') if loss is None else copy.deepcopy(loss))
 
-    def _image_embedding(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.clip.encode_image(images)[0].float(), dim=-1)
+    def _image_embedding(self, images: torch.Tensor,
+                         image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
+        return F.normalize(self.clip.encode_image(images, image_keys)[0].float(), dim=-1)
 
-    def query_features(self, ref_img: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+    def query_features(self, ref_img: torch.Tensor, texts: Sequence[str],
+                       image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
         if ref_img.shape[0] != len(texts):
             raise ValueError(f'{ref_img.shape[0]} reference images but {len(texts)} captions')
         if self.mode == 'image':
-            return self._image_embedding(ref_img)
+            return self._image_embedding(ref_img, image_keys)
         text = F.normalize(self.clip.encode_text(texts)[0].float(), dim=-1)
         if self.mode == 'text':
             return text
-        return F.normalize(self._image_embedding(ref_img) + text, dim=-1)
+        return F.normalize(self._image_embedding(ref_img, image_keys) + text, dim=-1)
 
-    def gallery_features(self, images: torch.Tensor) -> torch.Tensor:
-        return self._image_embedding(images)
+    def gallery_features(self, images: torch.Tensor,
+                         image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
+        return self._image_embedding(images, image_keys)
 
     def loss(self, inputs: Dict[str, torch.Tensor],
              data_samples: List[BaseDataElement]) -> Dict[str, torch.Tensor]:
-        query = self.query_features(inputs['ref_img'], self._texts(data_samples))
-        return self.loss_module(query, None, self.gallery_features(inputs['tgt_img']))
+        query = self.query_features(inputs['ref_img'], self._texts(data_samples),
+                                    self._image_keys(data_samples, 'ref_img_path'))
+        target = self.gallery_features(inputs['tgt_img'],
+                                       self._image_keys(data_samples, 'tgt_img_path'))
+        return self.loss_module(query, None, target)

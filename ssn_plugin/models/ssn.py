@@ -97,23 +97,28 @@ class SSN(BaseCIRModel):
         """Losses of a batch of (reference, caption, target) triplets."""
         # Without the decomposition there is no complementary branch, hence no KL term.
         branches = ('pos', 'neg') if self.degradation else ('pos', )
-        query_pos, query_neg = self._queries(inputs['ref_img'], self._texts(data_samples),
-                                             branches)
-        target = self.gallery_features(inputs['tgt_img'])
+        query_pos, query_neg = self._queries(
+            inputs['ref_img'], self._texts(data_samples), branches,
+            image_keys=self._image_keys(data_samples, 'ref_img_path'))
+        target = self.gallery_features(
+            inputs['tgt_img'], image_keys=self._image_keys(data_samples, 'tgt_img_path'))
         return self.loss_module(query_pos, query_neg, target)
 
     # ------------------------------------------------------------------ features
     def query_features(self, ref_img: torch.Tensor, texts: Sequence[str],
+                       image_keys: Optional[Sequence[str]] = None,
                        branch: str = 'pos') -> torch.Tensor:
         """L2-normalised composed queries; ``branch='pos'`` is q+ (retrieval), 'neg' is q-."""
         if branch not in ('pos', 'neg'):
             raise ValueError(f'branch must be "pos" or "neg", got {branch!r}')
-        query_pos, query_neg = self._queries(ref_img, texts, branches=(branch, ))
+        query_pos, query_neg = self._queries(ref_img, texts, branches=(branch, ),
+                                             image_keys=image_keys)
         return query_pos if branch == 'pos' else query_neg
 
-    def gallery_features(self, images: torch.Tensor) -> torch.Tensor:
+    def gallery_features(self, images: torch.Tensor,
+                         image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
         """L2-normalised target / gallery features (docs/method.md, section 1.6)."""
-        global_feat, tokens = self.clip.encode_image(images)
+        global_feat, tokens = self.clip.encode_image(images, image_keys)
         tokens = self.image_token_proj(tokens) + self.token_type_embeddings.weight[0]
         fused = self.fusion(tokens, None)
         # The sum in fp32: under autocast a bf16 sum would round away most of the 0.01 residual.
@@ -121,11 +126,12 @@ class SSN(BaseCIRModel):
         return F.normalize(RESIDUAL_SCALE * residual + global_feat.float(), dim=-1)
 
     def _queries(self, ref_img: torch.Tensor, texts: Sequence[str],
-                 branches: Sequence[str] = ('pos', 'neg')
+                 branches: Sequence[str] = ('pos', 'neg'),
+                 image_keys: Optional[Sequence[str]] = None
                  ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         if ref_img.shape[0] != len(texts):
             raise ValueError(f'{ref_img.shape[0]} reference images but {len(texts)} captions')
-        img_global, img_tokens = self.clip.encode_image(ref_img)
+        img_global, img_tokens = self.clip.encode_image(ref_img, image_keys)
         txt_global, txt_tokens, txt_mask = self.clip.encode_text(texts)
         img_tokens = self.image_token_proj(img_tokens)
         txt_tokens = self.text_token_proj(txt_tokens)

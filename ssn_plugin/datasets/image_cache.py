@@ -1,0 +1,344 @@
+"""A memory-mapped cache of preprocessed images: decode, pad and resize once, read many times.
+
+The deterministic head of an image pipeline (:class:`LoadCIRImages`, :class:`TargetPad`,
+:class:`CLIPResizeCrop`) turns an image file into the same uint8 array every time. An
+:class:`ImageStore` keeps those arrays for one dataset split and one pipeline in a single
+``images.npy`` (a numpy ``.npy`` file, opened memory-mapped: no copy in RAM, pages shared by the
+loader workers) with ``manifest.json`` (the pipeline's parameters, the image size, every source
+file's path, size and mtime, the project version) and ``filled.npy`` (which rows are done, so an
+interrupted build resumes). :class:`CachedCIRImages` replaces the pipeline's head with a lookup.
+
+A store that no longer matches (an image file changed, another pipeline, another project version)
+is an error that says how to rebuild it, never a silent wrong tensor.
+"""
+import hashlib
+import json
+import os
+import os.path as osp
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from mmcv.transforms import BaseTransform
+from mmengine.logging import print_log
+from mmengine.utils import ProgressBar
+
+from ssn_plugin.registry import TRANSFORMS
+from ssn_plugin.version import __version__
+from .transforms import CLIPResizeCrop, LoadCIRImages, TargetPad
+
+STORE_FORMAT = 1
+#: The transforms a cache may stand for: deterministic functions of the image file.
+CACHEABLE = (LoadCIRImages, TargetPad, CLIPResizeCrop)
+REBUILD_HINT = ('rebuild it with `python tools/build_image_cache.py CONFIG` (or delete the '
+                'folder: training builds a missing cache on first use)')
+
+
+class StaleCacheError(RuntimeError):
+    """The image cache does not match the images or the pipeline it is used for."""
+
+
+def describe(transforms: Sequence) -> str:
+    """The pipeline parameters that decide the cached pixels (image keys left out: the same
+    image gives the same pixels under any key)."""
+    parts = []
+    for transform in transforms:
+        params = {k: v for k, v in sorted(vars(transform).items()) if k != 'keys'}
+        parts.append(f'{type(transform).__name__}({json.dumps(params, default=str)})')
+    return ' > '.join(parts)
+
+
+def output_size(transforms: Sequence) -> tuple:
+    """(H, W) of the images the transforms produce: the last resize's size."""
+    resizes = [t for t in transforms if isinstance(t, CLIPResizeCrop)]
+    if not resizes or resizes[-1].size is None:
+        raise ValueError('an image cache needs a pipeline that ends in CLIPResizeCrop with a '
+                         'size (filled in from the model by ImageSizeFromModelHook)')
+    size = resizes[-1].size
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _file_stamp(path: str) -> List[int]:
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+class ImageStore:
+    """The preprocessed images of one split under one pipeline, memory-mapped.
+
+    Use :meth:`open` (check and map an existing store) or :meth:`build` (create or resume one).
+
+    Args:
+        directory (str): The store's folder.
+    """
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        with open(osp.join(directory, 'manifest.json')) as f:
+            self.manifest = json.load(f)
+        self.row = {path: i for i, (path, _) in enumerate(self.manifest['files'])}
+        self._images = None  # mapped on first read, in each loader process
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def images(self) -> np.ndarray:
+        if self._images is None:
+            self._images = np.load(osp.join(self.directory, 'images.npy'), mmap_mode='r')
+        return self._images
+
+    def get(self, path: str) -> np.ndarray:
+        """The cached uint8 [H, W, 3] array of an image file (a copy, safe to modify)."""
+        row = self.row.get(osp.abspath(path))
+        if row is None:
+            raise StaleCacheError(f'{path} is not in the image cache {self.directory}; '
+                                  f'{REBUILD_HINT}')
+        return np.array(self.images[row])
+
+    def __getstate__(self):  # loader workers map the file themselves
+        state = dict(self.__dict__)
+        state['_images'] = None
+        return state
+
+    # ------------------------------------------------------------------ checking
+    @classmethod
+    def open(cls, directory: str, paths: Sequence[str], signature: str) -> 'ImageStore':
+        """Map a complete store after checking it against ``paths`` and ``signature``."""
+        manifest_file = osp.join(directory, 'manifest.json')
+        if not osp.isfile(manifest_file):
+            raise StaleCacheError(f'no image cache at {directory}; build it with '
+                                  '`python tools/build_image_cache.py CONFIG`')
+        store = cls(directory)
+        manifest = store.manifest
+        problems = []
+        if manifest.get('format') != STORE_FORMAT or manifest.get('version') != __version__:
+            problems.append(f'it was written by ssn_plugin {manifest.get("version")} (store '
+                            f'format {manifest.get("format")}), this is {__version__} (format '
+                            f'{STORE_FORMAT})')
+        if manifest.get('signature') != signature:
+            problems.append(f'its pipeline is {manifest.get("signature")!r}, the dataset\'s is '
+                            f'{signature!r}')
+        if not manifest.get('complete'):
+            problems.append('its build did not finish')
+        if not problems:
+            problems += store._changed_files(paths)
+        if problems:
+            raise StaleCacheError(f'the image cache {directory} does not match: '
+                                  + '; '.join(problems) + f'; {REBUILD_HINT}')
+        return store
+
+    def _changed_files(self, paths: Sequence[str]) -> List[str]:
+        stamps = dict(self.manifest['files'])
+        absent = [p for p in paths if osp.abspath(p) not in stamps]
+        if absent:
+            return [f'{len(absent)} images are not in it, e.g. {absent[:3]}']
+        for path in paths:
+            if not osp.isfile(path):
+                return [f'{path} no longer exists']
+            if _file_stamp(path) != stamps[osp.abspath(path)]:
+                return [f'{path} changed after the cache was built (size or modification time)']
+        return []
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, directory: str, paths: Sequence[str], transforms: Sequence,
+              workers: Optional[int] = None, progress: bool = True) -> 'ImageStore':
+        """Create the store (or resume an interrupted build of the same files and pipeline).
+
+        Every image is run through ``transforms`` once, in ``workers`` threads (PIL releases
+        the GIL while decoding and resizing). Images that cannot be read are all listed at
+        the end, in the error and in ``unreadable.txt`` in the store.
+        """
+        signature = describe(transforms)
+        height, width = output_size(transforms)
+        files = [[osp.abspath(p), _file_stamp(p)] for p in paths]
+        manifest = dict(format=STORE_FORMAT, version=__version__, signature=signature,
+                        size=[height, width], files=files, complete=False)
+        filled = cls._resumable(directory, manifest)
+        if filled is None:
+            if osp.isdir(directory):
+                shutil.rmtree(directory)
+            os.makedirs(directory)
+            np.lib.format.open_memmap(osp.join(directory, 'images.npy'), mode='w+',
+                                      dtype=np.uint8, shape=(len(files), height, width, 3))
+            filled = np.lib.format.open_memmap(osp.join(directory, 'filled.npy'), mode='w+',
+                                               dtype=bool, shape=(len(files), ))
+            cls._write_manifest(directory, manifest)
+        images = np.load(osp.join(directory, 'images.npy'), mmap_mode='r+')
+        todo = [i for i in range(len(files)) if not filled[i]]
+        print_log(f'Image cache {directory}: {len(todo)} of {len(files)} images to preprocess '
+                  f'({signature})', logger='current')
+        failed = cls._fill(images, filled, [files[i][0] for i in todo], todo, transforms,
+                           workers, progress)
+        images.flush()
+        filled.flush()
+        if failed:
+            report = osp.join(directory, 'unreadable.txt')
+            with open(report, 'w') as f:
+                f.writelines(f'{path}\t{error}\n' for path, error in sorted(failed.items()))
+            raise OSError(f'{len(failed)} images could not be preprocessed for the cache, e.g. '
+                          f'{sorted(failed)[:3]}; the full list is in {report}. Fix or remove '
+                          'them and run the build again (it resumes).')
+        manifest['complete'] = True
+        cls._write_manifest(directory, manifest)
+        return cls(directory)
+
+    @staticmethod
+    def _resumable(directory: str, manifest: dict) -> Optional[np.ndarray]:
+        """The ``filled`` flags of an interrupted build of the same files and pipeline."""
+        try:
+            with open(osp.join(directory, 'manifest.json')) as f:
+                old = json.load(f)
+            keys = ('format', 'version', 'signature', 'size', 'files')
+            if any(old.get(k) != manifest[k] for k in keys):
+                return None
+            return np.load(osp.join(directory, 'filled.npy'), mmap_mode='r+')
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _write_manifest(directory: str, manifest: dict) -> None:
+        tmp = osp.join(directory, 'manifest.json.tmp')
+        with open(tmp, 'w') as f:
+            json.dump(manifest, f)
+        os.replace(tmp, osp.join(directory, 'manifest.json'))
+
+    @staticmethod
+    def _fill(images: np.ndarray, filled: np.ndarray, paths: List[str], rows: List[int],
+              transforms: Sequence, workers: Optional[int], progress: bool) -> Dict[str, str]:
+        def run(path):
+            try:
+                return preprocess(path, transforms), None
+            except Exception as err:  # any decoding error: listed, the rest goes on
+                return None, f'{type(err).__name__}: {err}'
+
+        bar = ProgressBar(len(paths)) if progress and paths else None
+        failed = {}
+        pool = ThreadPoolExecutor(workers or min(16, os.cpu_count() or 1))
+        try:
+            for count, (row, path, (array, error)) in enumerate(
+                    zip(rows, paths, pool.map(run, paths)), 1):
+                if error is None:
+                    images[row] = array
+                    filled[row] = True
+                else:
+                    failed[path] = error
+                if count % 1024 == 0:  # progress survives a crash
+                    images.flush()
+                    filled.flush()
+                if bar is not None:
+                    bar.update()
+        finally:  # interrupted: keep what is done, drop what is queued
+            pool.shutdown(wait=True, cancel_futures=True)
+            images.flush()
+            filled.flush()
+        return failed
+
+
+def preprocess(path: str, transforms: Sequence) -> np.ndarray:
+    """Run the cacheable transforms on one image file: uint8 [H, W, 3]."""
+    results = dict(img_path=path)
+    for transform in transforms:
+        results = transform(results)
+    return np.asarray(results['img'], dtype=np.uint8)
+
+
+def store_directory(root: str, name: str, signature: str) -> str:
+    """``<root>/<name>-<hash of the pipeline>``: one store per split and pipeline."""
+    digest = hashlib.sha256(signature.encode()).hexdigest()[:12]
+    return osp.join(root, f'{name}-{digest}')
+
+
+@TRANSFORMS.register_module()
+class CachedCIRImages(BaseTransform):
+    """Read preprocessed images from an :class:`ImageStore` instead of decoding and resizing.
+
+    It stands for its ``transforms`` (the pipeline's deterministic head): the dataset puts it in
+    their place when ``image_cache`` is set, and :meth:`prepare` (called once the model has
+    filled in the image size) opens, or builds, the store.
+
+    Required keys: ``<key>_path`` for each key (None = no image). Added keys: ``<key>``
+    (uint8 [H, W, 3] array or None).
+
+    Args:
+        transforms (list): The cacheable transforms it replaces (built or as configs), with the
+            image key ``img``.
+        keys (Sequence[str]): Image keys of the samples. Defaults to ``('ref_img', 'tgt_img')``.
+        cache_root (str): The folder holding the stores.
+        name (str): The store's name, e.g. ``cirr_train``. Defaults to 'images'.
+    """
+
+    def __init__(self, transforms: Sequence, cache_root: str,
+                 keys: Sequence[str] = ('ref_img', 'tgt_img'), name: str = 'images'):
+        built = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in transforms]
+        for transform in built:
+            if not isinstance(transform, CACHEABLE):
+                raise TypeError(f'{type(transform).__name__} cannot be cached: only '
+                                f'{[c.__name__ for c in CACHEABLE]} are deterministic')
+            transform.keys = ('img', )
+        self.transforms = built
+        self.keys = tuple(keys)
+        self.cache_root = cache_root
+        self.name = name
+        self.store: Optional[ImageStore] = None
+
+    @property
+    def signature(self) -> str:
+        return describe(self.transforms)
+
+    @property
+    def directory(self) -> str:
+        return store_directory(self.cache_root, self.name, self.signature)
+
+    def prepare(self, paths: Sequence[str], build: bool = True,
+                workers: Optional[int] = None) -> ImageStore:
+        """Open the store for ``paths``; build it when it does not exist and ``build``.
+
+        A store that exists but does not match (changed files, an unfinished build of other
+        files, another version) raises :class:`StaleCacheError`; it is never rebuilt behind
+        the user's back, except for resuming an interrupted build of the same files.
+        """
+        directory = self.directory
+        if build and not self._complete(directory):
+            ImageStore.build(directory, paths, self.transforms, workers=workers)
+        self.store = ImageStore.open(directory, paths, self.signature)
+        return self.store
+
+    @staticmethod
+    def _complete(directory: str) -> bool:
+        try:
+            with open(osp.join(directory, 'manifest.json')) as f:
+                return bool(json.load(f).get('complete'))
+        except (OSError, ValueError):
+            return False
+
+    def transform(self, results: dict) -> dict:
+        if self.store is None:
+            raise RuntimeError(
+                f'the image cache under {self.cache_root} was not prepared: run through the '
+                'Runner (ImageSizeFromModelHook prepares it) or call prepare_image_caches()')
+        for key in self.keys:
+            path = results.get(f'{key}_path')
+            results[key] = None if path is None else self.store.get(path)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(keys={self.keys}, cache_root={self.cache_root!r}, '
+                f'transforms={self.transforms})')
+
+
+def use_image_cache(transforms: List, cache_root: str, name: str) -> List:
+    """Replace the cacheable head of a built pipeline by one :class:`CachedCIRImages`.
+
+    The head is the run of :data:`CACHEABLE` transforms at the start (it must begin with
+    :class:`LoadCIRImages`); anything after it (``PackCIRInputs``, caption transforms) stays.
+    """
+    head = 0
+    while head < len(transforms) and isinstance(transforms[head], CACHEABLE):
+        head += 1
+    if head == 0 or not isinstance(transforms[0], LoadCIRImages):
+        raise ValueError(f'image_cache needs a pipeline that starts with LoadCIRImages; got '
+                         f'{[type(t).__name__ for t in transforms]}')
+    keys = transforms[0].keys
+    cached = CachedCIRImages(transforms[:head], cache_root, keys=keys, name=name)
+    return [cached] + list(transforms[head:])

@@ -1,0 +1,143 @@
+"""The image cache: bit-identical to the PNG path, stale stores refused, builds resume."""
+import json
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import GALLERY_PIPELINE, QUERY_PIPELINE, TRAIN_PIPELINE, make_tiny_cirr, write_image
+from ssn_plugin.datasets import CIRR
+from ssn_plugin.datasets import image_cache as cache_module
+from ssn_plugin.datasets.image_cache import CachedCIRImages, StaleCacheError
+from ssn_plugin.datasets.transforms import fill_image_size
+
+PADDED = [dict(type='LoadCIRImages', keys=('ref_img', 'tgt_img')),
+          dict(type='TargetPad', target_ratio=1.25, keys=('ref_img', 'tgt_img')),
+          dict(type='CLIPResizeCrop', keys=('ref_img', 'tgt_img')),  # size from the "model"
+          dict(type='PackCIRInputs', keys=('ref_img', 'tgt_img'))]
+
+
+def unsized(pipeline):
+    """The pipeline with the resize size left to the model (as in the recipes)."""
+    return [{k: v for k, v in t.items() if k != 'size'} for t in pipeline]
+
+
+@pytest.fixture
+def cirr(tmp_path):
+    root = str(tmp_path / 'cirr')
+    make_tiny_cirr(root)
+    return root
+
+
+def dataset(root, split, pipeline, cache=None, tmp=None, size=(32, 32)):
+    data = CIRR(root, split, pipeline=unsized(pipeline),
+                gallery_pipeline=unsized(GALLERY_PIPELINE),
+                report_dir=str(tmp), image_cache=cache)
+    fill_image_size(list(data.pipeline.transforms) + list(data.gallery_pipeline), size)
+    return data
+
+
+@pytest.mark.parametrize('split,pipeline', [('train', TRAIN_PIPELINE), ('val', QUERY_PIPELINE),
+                                            ('train', PADDED)])
+def test_cached_tensors_are_bit_identical(cirr, tmp_path, split, pipeline):
+    plain = dataset(cirr, split, pipeline, tmp=tmp_path)
+    cached = dataset(cirr, split, pipeline, str(tmp_path / 'cache'), tmp_path)
+    assert isinstance(cached.pipeline.transforms[0], CachedCIRImages)
+    assert cached.prepare_image_caches() == 2  # the query/train and the gallery pipeline
+    for i in range(len(plain)):
+        a, b = plain[i], cached[i]
+        assert a['inputs'].keys() == b['inputs'].keys()
+        for key in a['inputs']:
+            assert a['inputs'][key].dtype == torch.uint8
+            assert torch.equal(a['inputs'][key], b['inputs'][key])
+        assert a['data_samples'].ref_img_path == b['data_samples'].ref_img_path
+    gallery_a, gallery_b = plain.gallery_dataset(), cached.gallery_dataset()
+    for i in range(len(gallery_a)):
+        assert torch.equal(gallery_a[i]['inputs']['img'], gallery_b[i]['inputs']['img'])
+
+
+def test_one_store_per_split_and_pipeline(cirr, tmp_path):
+    cache = str(tmp_path / 'cache')
+    dataset(cirr, 'val', QUERY_PIPELINE, cache, tmp_path).prepare_image_caches()
+    # Query and gallery pipelines resize alike: one store. Another size: another store.
+    assert len(os.listdir(cache)) == 1
+    dataset(cirr, 'val', QUERY_PIPELINE, cache, tmp_path, size=(40, 40)).prepare_image_caches()
+    stores = sorted(os.listdir(cache))
+    assert len(stores) == 2 and all(s.startswith('cirr_val-') for s in stores)
+    shapes = sorted(np.load(osp.join(cache, s, 'images.npy'), mmap_mode='r').shape[1:3]
+                    for s in stores)
+    assert shapes == [(32, 32), (40, 40)]
+
+
+def test_a_missing_store_is_an_error_without_build(cirr, tmp_path):
+    data = dataset(cirr, 'val', QUERY_PIPELINE, str(tmp_path / 'cache'), tmp_path)
+    with pytest.raises(StaleCacheError, match='no image cache at .*build_image_cache.py'):
+        data.prepare_image_caches(build=False)
+    with pytest.raises(RuntimeError, match='was not prepared'):
+        data[0]
+
+
+def test_stale_stores_say_how_to_rebuild(cirr, tmp_path):
+    cache = str(tmp_path / 'cache')
+    data = dataset(cirr, 'val', QUERY_PIPELINE, cache, tmp_path)
+    data.prepare_image_caches()
+    store = data.cached_image_transforms()[0].directory
+    # A source image changes after the build.
+    changed = data.get_data_info(0)['ref_img_path']
+    write_image(changed, size=(41, 30), seed=99)
+    again = dataset(cirr, 'val', QUERY_PIPELINE, cache, tmp_path)
+    with pytest.raises(StaleCacheError, match=f'{changed} changed after the cache was built.*'
+                       'rebuild it with'):
+        again.prepare_image_caches()
+    # Another project version wrote the store.
+    manifest = osp.join(store, 'manifest.json')
+    content = json.load(open(manifest))
+    content['version'] = '0.0.1'
+    json.dump(content, open(manifest, 'w'))
+    with pytest.raises(StaleCacheError, match='written by ssn_plugin 0.0.1'):
+        again.prepare_image_caches()
+
+
+def test_unreadable_images_are_all_listed_at_build(cirr, tmp_path):
+    data = dataset(cirr, 'val', QUERY_PIPELINE, str(tmp_path / 'cache'), tmp_path)
+    broken = [data.gallery[1]['img_path'], data.gallery[5]['img_path']]
+    for path in broken:
+        with open(path, 'wb') as f:
+            f.write(b'\x89PNG\r\n\x1a\n truncated')
+    with pytest.raises(OSError, match='2 images could not be preprocessed') as err:
+        data.prepare_image_caches()
+    report = str(err.value).split('the full list is in ')[1].split('.txt')[0] + '.txt'
+    listed = [line.split('\t')[0] for line in open(report).read().splitlines()]
+    assert listed == sorted(osp.abspath(p) for p in broken)
+
+
+def test_an_interrupted_build_resumes(cirr, tmp_path, monkeypatch):
+    data = dataset(cirr, 'val', QUERY_PIPELINE, str(tmp_path / 'cache'), tmp_path)
+    real = cache_module.preprocess
+    calls = []
+
+    def interrupted(path, transforms):
+        calls.append(path)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        return real(path, transforms)
+
+    monkeypatch.setattr(cache_module, 'preprocess', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        data.prepare_image_caches(workers=1)
+    calls.clear()
+    monkeypatch.setattr(cache_module, 'preprocess',
+                        lambda path, transforms: calls.append(path) or real(path, transforms))
+    data.prepare_image_caches(workers=1)
+    total = len(data.image_paths())
+    assert len(calls) == total - 9  # the 9 images done before the interruption are kept
+    plain = dataset(cirr, 'val', QUERY_PIPELINE, tmp=tmp_path)
+    for i in range(len(plain)):
+        assert torch.equal(plain[i]['inputs']['ref_img'], data[i]['inputs']['ref_img'])
+
+
+def test_random_transforms_cannot_be_cached():
+    with pytest.raises(TypeError, match='PackCIRInputs cannot be cached'):
+        CachedCIRImages([dict(type='PackCIRInputs')], cache_root='x')
