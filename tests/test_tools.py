@@ -388,7 +388,8 @@ def test_circo_evaluates_a_cirr_checkpoint_over_20k_distractors(trained):
     gallery_size = len(circo['ids'])
     assert gallery_size >= 21_000
     assert f'Encoded the gallery: {gallery_size} images' in out
-    assert f'CIRCO (%) of 220 queries, gallery of {gallery_size} images' in out
+    assert (f'CIRCO (%) of 220 queries, gallery of {gallery_size} images, reference kept in '
+            'the gallery, text "{relative_caption}"') in out
     metrics = json.loads((root / 'circo.json').read_text())
     with open(root / 'circo_export' / 'circo_submission_ssn.json') as f:
         exported = json.load(f)

@@ -43,8 +43,11 @@ gallery_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=128,
-    num_workers=2,
-    persistent_workers=True,
+    # Loading in the main process: the 64 px PNGs decode at ~10,000 images/s a core and
+    # workers would take cores from the model (benchmarks/README.md: 22 s against 27 s per
+    # epoch + validation with 2 workers on 2 cores).
+    num_workers=0,
+    persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=True),
     collate_fn=dict(type='pseudo_collate'),
     drop_last=True,
@@ -53,8 +56,11 @@ train_dataloader = dict(
 )
 val_dataloader = dict(
     batch_size=256,
-    num_workers=2,
-    persistent_workers=True,
+    # Loading in the main process: the 64 px PNGs decode at ~10,000 images/s a core and
+    # workers would take cores from the model (benchmarks/README.md: 22 s against 27 s per
+    # epoch + validation with 2 workers on 2 cores).
+    num_workers=0,
+    persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     collate_fn=dict(type='pseudo_collate'),
     dataset=dict(type='ShapesCIRR', data_root=data_root, split='val', generator=generator,

@@ -21,8 +21,9 @@ model = dict(
         train_vision=True,
         train_text=True,
         # While FreezeVisionTowerHook keeps the image tower frozen (epoch 1 on), each image's
-        # tower outputs are computed once and reused (fp16, on the GPU).
-        feature_cache=True),
+        # tower outputs are computed once and reused: fp16, in host memory ('cpu'), as the
+        # train and val images need about 30-40 GiB at this size.
+        feature_cache='cpu'),
     fusion=dict(type='SSNFusion', num_layers=1, num_heads=8, ffn_dim=2048, dropout=0.1),
     # kl_weight: the release never defines it; 0.1 is our choice (see README).
     # gather: with N processes both loss terms see the global batch (N x batch_size), as one

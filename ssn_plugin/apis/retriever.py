@@ -126,6 +126,10 @@ class CIRRetriever:
                 samples.append(results)
             else:
                 samples.append(self.pipeline(dict(img_path=path)))
+        return self._preprocess(samples)
+
+    def _preprocess(self, samples: Sequence[dict]) -> torch.Tensor:
+        """Packed samples -> the normalised image batch on the model's device."""
         data = dict(inputs=dict(img=[s['inputs']['img'] for s in samples]),
                     data_samples=[s['data_samples'] for s in samples])
         return self.model.data_preprocessor(data, False)['inputs']['img']
@@ -133,13 +137,30 @@ class CIRRetriever:
     @torch.no_grad()
     def encode_images(self, paths: Sequence[str], progress: bool = True) -> torch.Tensor:
         """L2-normalised gallery features [G, D] of image files, in batches."""
-        bar = ProgressBar(len(paths)) if progress else None
+        return self._encode_batches(len(paths), lambda part: self._batch_images(paths[part]),
+                                    progress)
+
+    @torch.no_grad()
+    def encode_dataset_gallery(self, dataset: BaseCIRDataset,
+                               progress: bool = True) -> torch.Tensor:
+        """Gallery features of a CIR dataset through its own gallery pipeline: a dataset with
+        ``image_cache`` reads its preprocessed images instead of decoding them."""
+        fill_image_size(list(dataset.gallery_pipeline), self.model.image_size)
+        dataset.prepare_image_caches()
+        gallery = dataset.gallery_dataset()
+        return self._encode_batches(
+            len(gallery), lambda part: self._preprocess(
+                [gallery[i] for i in range(part.start, part.stop)]), progress)
+
+    def _encode_batches(self, count: int, batch_of, progress: bool) -> torch.Tensor:
+        """Gallery features of ``count`` images, ``batch_of(slice)`` giving each batch."""
+        bar = ProgressBar(count) if progress else None
         feats = []
-        for start in range(0, len(paths), self.batch_size):
-            chunk = paths[start:start + self.batch_size]
-            feats.append(self.model.gallery_features(self._batch_images(chunk)).float().cpu())
+        for start in range(0, count, self.batch_size):
+            part = slice(start, min(start + self.batch_size, count))
+            feats.append(self.model.gallery_features(batch_of(part)).float().cpu())
             if bar is not None:
-                for _ in chunk:
+                for _ in range(part.stop - part.start):
                     bar.update()
         return torch.cat(feats)
 
@@ -154,10 +175,15 @@ class CIRRetriever:
     # ------------------------------------------------------------------ index
     def index(self, images: Union[str, Sequence[str], BaseCIRDataset],
               progress: bool = True) -> 'CIRRetriever':
-        """Encode a gallery: a folder, a list of image paths, or a CIR dataset's gallery."""
+        """Encode a gallery: a folder, a list of image paths, or a CIR dataset's gallery (read
+        from its image cache when the dataset has one)."""
         if isinstance(images, BaseCIRDataset):
             names = images.gallery_names
             paths = [entry['img_path'] for entry in images.gallery]
+            if images.image_cache and images.gallery_pipeline:
+                self._set_index(self.encode_dataset_gallery(images, progress), names,
+                                [osp.abspath(p) for p in paths])
+                return self
         elif isinstance(images, str):
             paths = list_images(images)
             names = [osp.relpath(p, images) for p in paths]

@@ -108,8 +108,11 @@ class CIRCO(BaseCIRDataset):
         self.skip_missing = skip_missing
         self.check_images = check_images
         self.has_targets = split == 'val'
+        # The metric states the template with its numbers.
+        metainfo = dict(kwargs.pop('metainfo', None) or {}, split=split,
+                        text_template=text_template)
         super().__init__(data_root=data_root, pipeline=pipeline,
-                         gallery_pipeline=gallery_pipeline, **kwargs)
+                         gallery_pipeline=gallery_pipeline, metainfo=metainfo, **kwargs)
 
     @property
     def annotation_file(self) -> str:

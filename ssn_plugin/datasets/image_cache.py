@@ -49,13 +49,16 @@ def describe(transforms: Sequence) -> str:
     return ' > '.join(parts)
 
 
-def output_size(transforms: Sequence) -> tuple:
-    """(H, W) of the images the transforms produce: the last resize's size."""
+def output_size(transforms: Sequence) -> Optional[tuple]:
+    """(H, W) of the images the transforms produce (the last resize's size); None without a
+    resize (then every image must already have the same size)."""
     resizes = [t for t in transforms if isinstance(t, CLIPResizeCrop)]
-    if not resizes or resizes[-1].size is None:
-        raise ValueError('an image cache needs a pipeline that ends in CLIPResizeCrop with a '
-                         'size (filled in from the model by ImageSizeFromModelHook)')
+    if not resizes:
+        return None
     size = resizes[-1].size
+    if size is None:
+        raise ValueError('the image cache needs CLIPResizeCrop\'s size: it is filled in from '
+                         'the model by ImageSizeFromModelHook (or fill_image_size()) first')
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
@@ -150,7 +153,10 @@ class ImageStore:
         the end, in the error and in ``unreadable.txt`` in the store.
         """
         signature = describe(transforms)
-        height, width = output_size(transforms)
+        size = output_size(transforms)
+        if size is None:  # no resize: the images' own size, which must be the same for all
+            size = preprocess(paths[0], transforms).shape[:2]
+        height, width = size
         files = [[osp.abspath(p), _file_stamp(p)] for p in paths]
         manifest = dict(format=STORE_FORMAT, version=__version__, signature=signature,
                         size=[height, width], files=files, complete=False)
@@ -208,9 +214,13 @@ class ImageStore:
               transforms: Sequence, workers: Optional[int], progress: bool) -> Dict[str, str]:
         def run(path):
             try:
-                return preprocess(path, transforms), None
+                array = preprocess(path, transforms)
             except Exception as err:  # any decoding error: listed, the rest goes on
                 return None, f'{type(err).__name__}: {err}'
+            if array.shape != images.shape[1:]:
+                return None, (f'preprocessed to {array.shape[:2]}, the cache holds '
+                              f'{images.shape[1:3]} images; put CLIPResizeCrop in the pipeline')
+            return array, None
 
         bar = ProgressBar(len(paths)) if progress and paths else None
         failed = {}
@@ -290,8 +300,8 @@ class CachedCIRImages(BaseTransform):
     def directory(self) -> str:
         return store_directory(self.cache_root, self.name, self.signature)
 
-    def prepare(self, paths: Sequence[str], build: bool = True,
-                workers: Optional[int] = None) -> ImageStore:
+    def prepare(self, paths: Sequence[str], build: bool = True, workers: Optional[int] = None,
+                progress: bool = True) -> ImageStore:
         """Open the store for ``paths``; build it when it does not exist and ``build``.
 
         A store that exists but does not match (changed files, an unfinished build of other
@@ -300,7 +310,8 @@ class CachedCIRImages(BaseTransform):
         """
         directory = self.directory
         if build and not self._complete(directory):
-            ImageStore.build(directory, paths, self.transforms, workers=workers)
+            ImageStore.build(directory, paths, self.transforms, workers=workers,
+                             progress=progress)
         self.store = ImageStore.open(directory, paths, self.signature)
         return self.store
 

@@ -454,9 +454,10 @@ class CIRCOMetric(GalleryMetric):
         ap = circo_average_precision(top, gt_index, self.ks)
         metrics = {f'mAP@{k}': 100.0 * float(ap[k].mean()) for k in self.ks}
         metrics.update({f'R@{k}': recall_at_k(ranked['target_rank'], k) for k in self.ks})
+        template = (self.dataset_meta or {}).get('text_template', 'unknown')
         self._log_table(f'CIRCO (%) of {len(results)} queries, gallery of {gallery_size} '
-                        'images, reference kept in the gallery:', list(metrics),
-                        list(metrics.values()))
+                        f'images, reference kept in the gallery, text "{template}":',
+                        list(metrics), list(metrics.values()))
         aspects = sorted({a for r in results for a in r['semantic_aspects']})
         if aspects:
             table = PrettyTable(['semantic aspect', 'queries', f'mAP@{self.aspect_k}'])

@@ -180,11 +180,12 @@ class OpenCLIPBackbone(nn.Module):
             backward pass instead of keeping them (open_clip's gradient checkpointing): about
             one more forward pass of compute for a fraction of the activation memory; for
             ViT-H/14 and larger batches. Defaults to False.
-        feature_cache (bool): While the image tower is frozen, keep each image's outputs
-            (:class:`~ssn_plugin.models.feature_cache.ImageFeatureCache`, fp16, on the device
-            that computed them) and reuse them for every later step and evaluation that passes
-            the image's key. Cleared when the tower is unfrozen or weights are loaded. Needs a
-            deterministic image pipeline (no random augmentation). Defaults to False.
+        feature_cache (bool | str): While the image tower is frozen, keep each image's outputs
+            (:class:`~ssn_plugin.models.feature_cache.ImageFeatureCache`, fp16) and reuse them
+            for every later step and evaluation that passes the image's key: True keeps them
+            on the device that computed them, ``'cpu'`` in host memory. Cleared when the tower
+            is unfrozen or weights are loaded. Needs a deterministic image pipeline (no random
+            augmentation). Defaults to False.
     """
 
     def __init__(self,
@@ -195,7 +196,7 @@ class OpenCLIPBackbone(nn.Module):
                  train_vision: bool = True,
                  train_text: bool = True,
                  grad_checkpointing: bool = False,
-                 feature_cache: bool = False):
+                 feature_cache: Union[bool, str] = False):
         super().__init__()
         arch_cfg = _load_arch_cfg(arch)
         self.weights = resolve_weights(arch, arch_cfg, pretrained, quick_gelu)
@@ -234,7 +235,10 @@ class OpenCLIPBackbone(nn.Module):
         self.set_trainable(vision=train_vision, text=train_text)
         self.grad_checkpointing = grad_checkpointing
         self.model.set_grad_checkpointing(grad_checkpointing)
-        self.feature_cache = ImageFeatureCache() if feature_cache else None
+        if feature_cache not in (False, True, 'cpu', None):
+            raise ValueError(f"feature_cache must be False, True or 'cpu', got {feature_cache!r}")
+        self.feature_cache = (ImageFeatureCache(device='cpu' if feature_cache == 'cpu' else None)
+                              if feature_cache else None)
         # Loading weights (a checkpoint, a resume) invalidates cached features.
         self._register_load_state_dict_pre_hook(self._clear_feature_cache)
 

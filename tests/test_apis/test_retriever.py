@@ -170,3 +170,17 @@ def test_cli_end_to_end(tmp_path, gallery_dir):
         text=True)
     assert second.returncode == 0, second.stderr[-3000:]
     assert table(second.stdout) == table(first.stdout)
+
+
+def test_indexing_a_dataset_reads_its_image_cache(tmp_path, tiny_cirr):
+    root = tiny_cirr['root']
+    retriever = CIRRetriever(tiny_cfg(root), device='cpu')
+    plain = CIRR(root, 'val', pipeline=QUERY_PIPELINE, gallery_pipeline=GALLERY_PIPELINE,
+                 report_dir=str(tmp_path))
+    expected = retriever.index(plain, progress=False).feats.clone()
+    cached = CIRR(root, 'val', pipeline=QUERY_PIPELINE, gallery_pipeline=GALLERY_PIPELINE,
+                  report_dir=str(tmp_path), image_cache=str(tmp_path / 'cache'))
+    retriever.index(cached, progress=False)
+    assert len(list((tmp_path / 'cache').iterdir())) == 1  # built on first use
+    assert torch.equal(retriever.feats, expected)  # the same pixels, the same features
+    assert retriever.names == plain.gallery_names

@@ -141,3 +141,25 @@ def test_an_interrupted_build_resumes(cirr, tmp_path, monkeypatch):
 def test_random_transforms_cannot_be_cached():
     with pytest.raises(TypeError, match='PackCIRInputs cannot be cached'):
         CachedCIRImages([dict(type='PackCIRInputs')], cache_root='x')
+
+
+def test_a_pipeline_without_resize_needs_images_of_one_size(cirr, tmp_path):
+    """The demo's pipeline (load and pack, 64 px images) is cached at the images' own size."""
+    load_only = [dict(type='LoadCIRImages', keys=('ref_img', )),
+                 dict(type='PackCIRInputs', keys=('ref_img', ))]
+    gallery = [dict(type='LoadCIRImages', keys=('img', )), dict(type='PackCIRInputs',
+                                                                keys=('img', ))]
+    plain = CIRR(cirr, 'val', pipeline=load_only, gallery_pipeline=gallery,
+                 report_dir=str(tmp_path))
+    cached = CIRR(cirr, 'val', pipeline=load_only, gallery_pipeline=gallery,
+                  report_dir=str(tmp_path), image_cache=str(tmp_path / 'cache'))
+    cached.prepare_image_caches()
+    assert torch.equal(plain[3]['inputs']['ref_img'], cached[3]['inputs']['ref_img'])
+    odd = plain.gallery[4]['img_path']
+    write_image(odd, size=(50, 30), seed=5)
+    again = CIRR(cirr, 'val', pipeline=load_only, gallery_pipeline=gallery,
+                 report_dir=str(tmp_path), image_cache=str(tmp_path / 'cache2'))
+    with pytest.raises(OSError, match='1 images could not be preprocessed') as err:
+        again.prepare_image_caches()
+    report = str(err.value).split('the full list is in ')[1].split('.txt')[0] + '.txt'
+    assert 'put CLIPResizeCrop in the pipeline' in open(report).read()

@@ -1,7 +1,12 @@
-"""FreezeVisionTowerHook freezes exactly the vision tower, from the configured epoch."""
+"""FreezeVisionTowerHook freezes exactly the vision tower, from the configured epoch, and
+guards the feature cache."""
 from types import SimpleNamespace
 
+import pytest
+from mmengine.dataset import Compose
+
 from conftest import TINY_CLIP, tiny_ssn_cfg
+from ssn_plugin.datasets import LoadCIRImages, PackCIRInputs
 from ssn_plugin.registry import HOOKS, MODELS
 
 
@@ -22,3 +27,28 @@ def test_freeze_vision_tower_at_epoch():
     assert frozen_others == ['clip.model.logit_scale']
     assert all(p.requires_grad for p in model.clip.text_parameters())
     assert len(others) > len(model.clip.text_parameters())
+
+
+def test_feature_cache_refuses_a_random_training_pipeline():
+    cfg = tiny_ssn_cfg(TINY_CLIP)
+    cfg['backbone']['feature_cache'] = True
+    model = MODELS.build(cfg)
+    hook = HOOKS.build(dict(type='FreezeVisionTowerHook', epoch=1))
+
+    class RandomFlip:  # any transform outside the deterministic list
+        def __call__(self, results):
+            return results
+
+    def runner_with(transforms):
+        dataset = SimpleNamespace(pipeline=Compose(transforms))
+        return SimpleNamespace(model=model, train_dataloader=SimpleNamespace(dataset=dataset))
+
+    deterministic = [LoadCIRImages(), PackCIRInputs()]
+    hook.before_train(runner_with(deterministic))  # accepted
+    with pytest.raises(ValueError, match=r"training pipeline has \['RandomFlip'\]"):
+        hook.before_train(runner_with(deterministic[:1] + [RandomFlip()] + deterministic[1:]))
+    # Without the feature cache any pipeline is fine.
+    plain = MODELS.build(tiny_ssn_cfg(TINY_CLIP))
+    runner = runner_with([RandomFlip()])
+    runner.model = plain
+    hook.before_train(runner)

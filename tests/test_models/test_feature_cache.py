@@ -99,3 +99,19 @@ def test_evaluation_reuses_training_features_and_skips_unknown_images(tiny_clip_
     uploads = [BaseDataElement(text=t) for t in TEXTS]  # no file path: not cached
     model({'ref_img': torch.randn(4, 3, 32, 32)}, uploads, mode='predict')
     assert len(model.clip.feature_cache) == 8
+
+
+def test_host_memory_storage(tiny_clip_file):
+    torch.manual_seed(0)
+    cfg = tiny_ssn_cfg(tiny_clip_file)
+    cfg['backbone']['feature_cache'] = 'cpu'
+    model = MODELS.build(cfg).eval()
+    model.clip.set_trainable(vision=False)
+    model.loss(*batch())
+    assert {v.device.type for pair in model.clip.feature_cache.entries.values()
+            for v in pair} == {'cpu'}
+    assert all(v.dtype == torch.float16 for v in model.clip.feature_cache.entries[
+        'r0.png'])
+    cfg['backbone']['feature_cache'] = 'gpu'
+    with pytest.raises(ValueError, match="feature_cache must be False, True or 'cpu'"):
+        MODELS.build(cfg)

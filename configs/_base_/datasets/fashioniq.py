@@ -31,6 +31,7 @@ train_dataloader = dict(
     num_workers=4,
     # Fresh workers every epoch: the random caption forms then resume exactly (EpochSeedHook).
     persistent_workers=False,
+    pin_memory=True,  # page-locked batches copy to the GPU faster
     sampler=dict(type='DefaultSampler', shuffle=True),
     collate_fn=dict(type='pseudo_collate'),
     drop_last=True,
@@ -41,6 +42,7 @@ val_dataloader = dict(
     batch_size=32,
     num_workers=4,
     persistent_workers=True,
+    pin_memory=True,  # page-locked batches copy to the GPU faster
     sampler=dict(type='DefaultSampler', shuffle=False),
     collate_fn=dict(type='pseudo_collate'),
     dataset=dict(type=dataset_type, data_root=data_root, split='val',
