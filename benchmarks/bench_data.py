@@ -11,8 +11,9 @@
 3. Without ``--quick``: wall time of short training runs (tools/train.py), image cache off
    against on: the demo config (1 epoch) and a tiny-backbone CIRR config on photo-like PNGs.
 
-    python benchmarks/bench_data.py --quick     # about a minute on 2 cores
+    python benchmarks/bench_data.py --quick     # about half a minute on 2 cores
     python benchmarks/bench_data.py             # + the training runs
+    python benchmarks/bench_data.py --quick --device cuda --amp --batch 128   # on a GPU
 
 It generates its own data in a temporary folder and ends with the two pinned lines
 ``loader_cache_vs_png=<ratio>`` and ``frozen_step_cache_vs_none=<ratio>``.
@@ -101,30 +102,39 @@ def bench_loader(paths, cache_root: str, size: int, min_seconds: float) -> dict:
 
 
 # ---------------------------------------------------------------------- 2. frozen step
-def frozen_step_seconds(feature_cache: bool, batch: int, steps: int) -> float:
-    """Seconds per training step of a ViT-B-32-shaped SSN whose image tower is frozen."""
+def frozen_step_seconds(feature_cache: bool, batch: int, steps: int, device: str = 'cpu',
+                        amp: bool = False) -> float:
+    """Seconds per training step of a ViT-B-32-shaped SSN whose image tower is frozen (bf16
+    autocast with ``amp``)."""
     torch.manual_seed(0)
     model = MODELS.build(dict(type='SSN', backbone=dict(
         type='OpenCLIPBackbone', arch='ViT-B-32', pretrained=None,
-        feature_cache=feature_cache)))
+        feature_cache=feature_cache))).to(device)
     model.train()
     model.clip.set_trainable(vision=False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    inputs = dict(ref_img=torch.randn(batch, 3, 224, 224),
-                  tgt_img=torch.randn(batch, 3, 224, 224))
+    inputs = dict(ref_img=torch.randn(batch, 3, 224, 224, device=device),
+                  tgt_img=torch.randn(batch, 3, 224, 224, device=device))
     samples = [BaseDataElement(text=CAPTION, ref_img_path=f'ref{i}', tgt_img_path=f'tgt{i}')
                for i in range(batch)]
 
     def step():
-        losses = model.loss(inputs, samples)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            losses = model.loss(inputs, samples)
         optimizer.zero_grad()
         sum(v for k, v in losses.items() if 'loss' in k).backward()
         optimizer.step()
 
+    def sync():
+        if device.startswith('cuda'):
+            torch.cuda.synchronize()
+
     step()  # warm-up; with the cache, this is the first epoch's visit of the images
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return (time.perf_counter() - start) / steps
 
 
@@ -223,6 +233,9 @@ def main():
     parser.add_argument('--photos', type=int, help='photo-like PNGs (default 24 / 96)')
     parser.add_argument('--batch', type=int, default=16, help='frozen-step batch')
     parser.add_argument('--steps', type=int, help='timed frozen steps (default 2 / 5)')
+    parser.add_argument('--device', default='cpu', help='device of the frozen-step part '
+                        '(e.g. cuda; the loader parts always run on the CPU)')
+    parser.add_argument('--amp', action='store_true', help='bf16 autocast in the frozen step')
     args = parser.parse_args()
     photos = args.photos or (24 if args.quick else 96)
     steps = args.steps or (2 if args.quick else 5)
@@ -245,9 +258,11 @@ def main():
         demo = bench_loader(demo_paths, osp.join(tmp, 'cache_demo'), 64, min_seconds)
         print(f'demo images ({len(demo_paths)}, 64 px): PNG path {demo["png"]:.0f} images/s, '
               f'cache {demo["cache"]:.0f} images/s ({demo["ratio"]:.1f}x)', flush=True)
-        off = frozen_step_seconds(False, args.batch, steps)
-        on = frozen_step_seconds(True, args.batch, steps)
-        print(f'frozen image tower, ViT-B-32-shaped SSN, batch {args.batch}, fp32 CPU: '
+        off = frozen_step_seconds(False, args.batch, steps, args.device, args.amp)
+        on = frozen_step_seconds(True, args.batch, steps, args.device, args.amp)
+        precision = 'bf16 autocast' if args.amp else 'fp32'
+        print(f'frozen image tower, ViT-B-32-shaped SSN, batch {args.batch}, {precision}, '
+              f'{args.device}: '
               f'{off:.2f} s/step without the feature cache, {on:.2f} s/step with it',
               flush=True)
         if not args.quick:

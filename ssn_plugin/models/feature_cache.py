@@ -60,6 +60,10 @@ class ImageFeatureCache:
         if out_dtype is None:
             out_dtype = (torch.get_autocast_dtype(images.device.type)
                          if torch.is_autocast_enabled(images.device.type) else images.dtype)
-        pooled = torch.stack([self.entries[k][0] for k in keys]).to(images.device, out_dtype)
-        tokens = torch.stack([self.entries[k][1] for k in keys]).to(images.device, out_dtype)
+        # Outside autocast: its type promotion of stack rejects fp16 inputs under bf16.
+        with torch.autocast(images.device.type, enabled=False):
+            pooled = torch.stack([self.entries[k][0] for k in keys]).to(images.device,
+                                                                          out_dtype)
+            tokens = torch.stack([self.entries[k][1] for k in keys]).to(images.device,
+                                                                          out_dtype)
         return pooled, tokens

@@ -115,3 +115,21 @@ def test_host_memory_storage(tiny_clip_file):
     cfg['backbone']['feature_cache'] = 'gpu'
     with pytest.raises(ValueError, match="feature_cache must be False, True or 'cpu'"):
         MODELS.build(cfg)
+
+
+def test_under_autocast(tiny_clip_file):
+    """Mixed precision (bf16 autocast here, as AMP on a GPU): cached features come back in the
+    autocast type and the loss stays close to the uncached one."""
+    cached, plain = build(tiny_clip_file), build(tiny_clip_file, cache=False)
+    inputs, samples = batch()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        reference = plain.loss(inputs, samples)
+        first = cached.loss(inputs, samples)  # computes and stores
+        again = cached.loss(inputs, samples)  # all from the cache
+        pooled, tokens = cached.clip.encode_image(inputs['ref_img'],
+                                                  [f'r{i}.png' for i in range(4)])
+    assert pooled.dtype == tokens.dtype == torch.bfloat16
+    assert cached.clip.feature_cache.hits == 8 + 4
+    for losses in (first, again):
+        # bf16 itself moves the loss by about 1 %; the cache adds no more than that.
+        assert losses['loss_con'].item() == pytest.approx(reference['loss_con'].item(), rel=2e-2)
