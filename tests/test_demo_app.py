@@ -182,3 +182,17 @@ def test_a_whole_search_in_chromium(demo, retriever, tmp_path):
     assert server.returncode is not None  # shut down
     with open(screenshot, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_session_searches_from_an_upload(retriever, tmp_path):
+    """An uploaded copy of a gallery image is not a gallery file: nothing is left out."""
+    session = DemoSession(retriever)
+    upload = tmp_path / 'mine.png'
+    upload.write_bytes(open(retriever.paths[0], 'rb').read())
+    ref = session.uploaded_reference(str(upload))
+    assert ref.name is None
+    steps = session.search(ref, 'make it blue', len(retriever.names), [])
+    assert steps[0].reference == 'upload mine.png'
+    assert sorted(n for n, _ in steps[0].results) == sorted(retriever.names)
+    assert steps[0].results == retriever.query(str(upload), 'make it blue',
+                                               topk=len(retriever.names))
