@@ -132,13 +132,14 @@ class DemoPage:
         return [e.text for e in self._all('#ssn-history li')]
 
     def search(self) -> float:
-        """Click Search and wait for the new result table; the seconds taken. (A message left
-        by an earlier bad input stays on the page until this answer replaces it, so only the
-        table tells that the answer came.)"""
+        """Click Search and wait until the page shows the answer: a new result table and no
+        message (one left by an earlier bad input can be cleared a moment after the table
+        changes); the seconds taken. A search that ends in a message times out here."""
         before = self._one('#ssn-results-box').text
         start = time.perf_counter()
         self._one('#ssn-search').click()
-        self.wait.until(lambda d: self._one('#ssn-results-box').text != before)
+        self.wait.until(lambda d: self._one('#ssn-results-box').text != before
+                        and not self.message())
         return time.perf_counter() - start
 
     def search_expecting_message(self) -> str:
