@@ -15,6 +15,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 from ssn_plugin.cli import set_image_cache
+from ssn_plugin.datasets.base import pipeline_transforms
 from ssn_plugin.datasets.transforms import fill_image_size
 from ssn_plugin.models.clip_backbone import skip_pretrained_weights
 from ssn_plugin.registry import DATASETS, MODELS
@@ -50,8 +51,7 @@ def build_caches(cfg: Config, loaders, workers=None) -> list:
         if not loader or not loader.get('dataset', {}).get('image_cache'):
             continue
         dataset = DATASETS.build(loader['dataset'])
-        transforms = list(dataset.pipeline.transforms) + list(dataset.gallery_pipeline or [])
-        fill_image_size(transforms, size)
+        fill_image_size(pipeline_transforms(dataset), size)
         for transform in dataset.cached_image_transforms():
             if transform.directory in seen:
                 continue

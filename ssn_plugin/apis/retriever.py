@@ -11,7 +11,7 @@ from mmengine.dataset import Compose
 from mmengine.utils import ProgressBar
 from PIL import Image
 
-from ssn_plugin.datasets.base import BaseCIRDataset, build_pipeline
+from ssn_plugin.datasets.base import BaseCIRDataset, build_pipeline, pipeline_transforms
 from ssn_plugin.datasets.transforms import LoadCIRImages, fill_image_size
 from ssn_plugin.engine import load_local_checkpoint, safe_load
 from ssn_plugin.engine.checkpoint import strip_ddp_prefix
@@ -145,7 +145,8 @@ class CIRRetriever:
                                progress: bool = True) -> torch.Tensor:
         """Gallery features of a CIR dataset through its own gallery pipeline: a dataset with
         ``image_cache`` reads its preprocessed images instead of decoding them."""
-        fill_image_size(list(dataset.gallery_pipeline), self.model.image_size)
+        # Both pipelines: the query pipeline's cache is prepared with the gallery's.
+        fill_image_size(pipeline_transforms(dataset), self.model.image_size)
         dataset.prepare_image_caches()
         gallery = dataset.gallery_dataset()
         return self._encode_batches(

@@ -32,6 +32,13 @@ def load_json(path: str, layout: str) -> Any:
         raise ValueError(f'{path} is not valid JSON: {err}') from err
 
 
+def pipeline_transforms(dataset) -> List:
+    """The built transforms of a dataset's pipeline and, for a CIR dataset, of its gallery
+    pipeline: what the model's image size is filled into and where image caches sit."""
+    return (list(getattr(getattr(dataset, 'pipeline', None), 'transforms', []))
+            + list(getattr(dataset, 'gallery_pipeline', None) or []))
+
+
 class MissingImages(FileNotFoundError):
     """Raised when images referenced by the annotations are absent."""
 
@@ -209,9 +216,7 @@ class BaseCIRDataset(BaseDataset):
 
     def cached_image_transforms(self) -> List[CachedCIRImages]:
         """The cache lookups of the query and gallery pipelines."""
-        transforms = list(getattr(self.pipeline, 'transforms', [])) + list(
-            self.gallery_pipeline or [])
-        return [t for t in transforms if isinstance(t, CachedCIRImages)]
+        return [t for t in pipeline_transforms(self) if isinstance(t, CachedCIRImages)]
 
     def image_paths(self) -> List[str]:
         """Every image file this split reads: the gallery and each item's images."""

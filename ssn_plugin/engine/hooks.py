@@ -10,6 +10,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
+from ssn_plugin.datasets.base import pipeline_transforms
 from ssn_plugin.datasets.transforms import fill_image_size
 from ssn_plugin.registry import HOOKS
 from .checkpoint import check_checkpoint_fits, install_checkpoint_loader
@@ -195,9 +196,7 @@ class ImageSizeFromModelHook(Hook):
         if size is None:
             return
         dataset = loop.dataloader.dataset
-        transforms = list(getattr(getattr(dataset, 'pipeline', None), 'transforms', []))
-        transforms += list(getattr(dataset, 'gallery_pipeline', None) or [])
-        if fill_image_size(transforms, size):
+        if fill_image_size(pipeline_transforms(dataset), size):
             print_log(f'{name} pipelines: image size {tuple(size)} taken from the model',
                       logger='current')
         if hasattr(dataset, 'prepare_image_caches') and dataset.prepare_image_caches(

@@ -172,13 +172,18 @@ def test_cli_end_to_end(tmp_path, gallery_dir):
     assert table(second.stdout) == table(first.stdout)
 
 
-def test_indexing_a_dataset_reads_its_image_cache(tmp_path, tiny_cirr):
+@pytest.mark.parametrize('sized', [True, False], ids=['explicit-size', 'size-from-model'])
+def test_indexing_a_dataset_reads_its_image_cache(tmp_path, tiny_cirr, sized):
     root = tiny_cirr['root']
     retriever = CIRRetriever(tiny_cfg(root), device='cpu')
+    # As in the recipes, CLIPResizeCrop may leave its size to the model, in both pipelines.
+    query, gallery = ((QUERY_PIPELINE, GALLERY_PIPELINE) if sized else
+                      ([{k: v for k, v in t.items() if k != 'size'} for t in p]
+                       for p in (QUERY_PIPELINE, GALLERY_PIPELINE)))
     plain = CIRR(root, 'val', pipeline=QUERY_PIPELINE, gallery_pipeline=GALLERY_PIPELINE,
                  report_dir=str(tmp_path))
     expected = retriever.index(plain, progress=False).feats.clone()
-    cached = CIRR(root, 'val', pipeline=QUERY_PIPELINE, gallery_pipeline=GALLERY_PIPELINE,
+    cached = CIRR(root, 'val', pipeline=query, gallery_pipeline=gallery,
                   report_dir=str(tmp_path), image_cache=str(tmp_path / 'cache'))
     retriever.index(cached, progress=False)
     assert len(list((tmp_path / 'cache').iterdir())) == 1  # built on first use
