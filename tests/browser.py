@@ -1,6 +1,7 @@
 """Drive tools/demo_app.py in headless Chromium (Debian's chromium + chromium-driver).
 
-Shared by tests/test_demo_app.py and benchmarks/bench_demo.py.
+Shared by tests/test_demo_app.py and benchmarks/bench_demo.py; :func:`free_port` serves every
+test that starts a server or a process group.
 """
 import os
 import os.path as osp
@@ -51,7 +52,6 @@ def demo_server(args, timeout: float = 180.0):
                 break
         else:
             raise TimeoutError('the demo server did not start:\n' + ''.join(lines[-40:]))
-        process.lines = lines
         yield f'http://127.0.0.1:{port}/', process
     finally:
         process.terminate()

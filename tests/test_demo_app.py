@@ -17,7 +17,7 @@ import torch
 from browser import DemoPage, chrome, demo_server, find_chromium
 from conftest import PROJECT_ROOT, write_image
 from ssn_plugin.apis import CIRRetriever
-from ssn_plugin.apis.web_demo import DemoInputError, DemoSession, Step, history_html
+from ssn_plugin.apis.web_demo import DemoInputError, DemoSession, history_html
 from ssn_plugin.datasets import generate_shapes_dataset
 
 sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))

@@ -6,13 +6,13 @@ import json
 import os
 import os.path as osp
 import re
-import socket
 import subprocess
 import sys
 
 import pytest
 from mmengine.config import Config
 
+from browser import free_port
 from conftest import (GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TINY_CLIP,
                       TRAIN_PIPELINE, make_standin_circo, make_tiny_cirr, make_tiny_fiq)
 
@@ -95,12 +95,6 @@ def dist_env() -> dict:
                            if osp.abspath(p) != osp.abspath(bin_dir))
     return dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1', PYTHON=sys.executable,
                 PATH=path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope='module')

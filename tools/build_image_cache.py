@@ -45,23 +45,19 @@ def model_image_size(model_cfg) -> tuple:
 def build_caches(cfg: Config, loaders, workers=None) -> list:
     """Build (or check) the cache of every chosen loader's dataset; returns the stores."""
     size = model_image_size(cfg.model)
-    stores, seen = [], set()
+    stores = {}  # directory -> store: val and test often share theirs
     for name in loaders:
         loader = cfg.get(f'{name}_dataloader')
         if not loader or not loader.get('dataset', {}).get('image_cache'):
             continue
         dataset = DATASETS.build(loader['dataset'])
         fill_image_size(pipeline_transforms(dataset), size)
-        for transform in dataset.cached_image_transforms():
-            if transform.directory in seen:
-                continue
-            seen.add(transform.directory)
-            stores.append(transform.prepare(dataset.image_paths(), build=True,
-                                            workers=workers))
+        dataset.prepare_image_caches(build=True, workers=workers)
+        stores.update((t.directory, t.store) for t in dataset.cached_image_transforms())
     if not stores:
         raise ValueError(f'no data loader of {cfg.filename} has an image cache: pass '
                          '--image-cache DIR or set image_cache in the dataset configs')
-    return stores
+    return list(stores.values())
 
 
 def main(argv=None):

@@ -49,7 +49,8 @@ def parse_runner_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Na
 
 def apply_runner_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Launcher, image cache and work dir (the command line's, the config's, or
-    ``./work_dirs/<config name>``). Call it first in a tool's ``merge_args``; :func:`apply_cfg_options` goes last."""
+    ``./work_dirs/<config name>``). Call it first in a tool's ``merge_args``;
+    :func:`apply_cfg_options` goes last."""
     cfg.launcher = args.launcher
     if getattr(args, 'image_cache', None):
         set_image_cache(cfg, args.image_cache)

@@ -7,7 +7,8 @@ from .transforms import (CLIPResizeCrop, ComposeFIQCaption, LoadCIRImages, PackC
                          TargetPad, fiq_caption, fill_image_size, fill_meta_keys)
 
 __all__ = [
-    'BaseCIRDataset', 'CIRGalleryDataset', 'MissingImages', 'CIRCO', 'CIRR', 'FashionIQ', 'ShapesCIRR',
+    'BaseCIRDataset', 'CIRGalleryDataset', 'MissingImages', 'CIRCO', 'CIRR', 'FashionIQ',
+    'ShapesCIRR',
     'apply_instruction', 'generate_shapes_dataset',
     'CLIPResizeCrop', 'ComposeFIQCaption', 'LoadCIRImages', 'PackCIRInputs', 'TargetPad',
     'fiq_caption', 'fill_image_size', 'fill_meta_keys'

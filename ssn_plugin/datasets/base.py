@@ -237,13 +237,19 @@ class BaseCIRDataset(BaseDataset):
         if not cached:
             return 0
         paths = self.image_paths()
+        # Pipelines that preprocess alike (query and gallery, usually) share one store.
+        by_store: Dict[str, List[CachedCIRImages]] = {}
+        for transform in cached:
+            by_store.setdefault(transform.directory, []).append(transform)
         if build:
             if is_main_process():
-                for transform in cached:
-                    transform.prepare(paths, build=True, workers=workers)
+                for first, *_ in by_store.values():
+                    first.build(paths, workers=workers)
             barrier()
-        for transform in cached:
-            transform.prepare(paths, build=False)
+        for first, *others in by_store.values():
+            store = first.prepare(paths, build=False)
+            for transform in others:
+                transform.store = store
         return len(cached)
 
     def gallery_dataset(self, pipeline: Optional[Sequence] = None) -> CIRGalleryDataset:
@@ -254,6 +260,20 @@ class BaseCIRDataset(BaseDataset):
                              'dataset config to evaluate retrieval.')
         items = [dict(entry, gallery_index=i) for i, entry in enumerate(self.gallery)]
         return CIRGalleryDataset(items, pipeline)
+
+    def find_missing_images(self, paths: Dict[str, str], dataset_name: str,
+                            what: str) -> Dict[str, str]:
+        """name -> path of the missing (or, with ``decode_images``, unreadable) images among
+        ``paths``, this split's images, reported by :func:`report_missing` (raises unless
+        ``skip_missing``); {} when ``check_images`` is off. Subclasses set ``check_images``,
+        ``skip_missing`` and :attr:`LAYOUT`."""
+        if not self.check_images:
+            return {}
+        problems = find_bad_images(paths, decode=self.decode_images)
+        missing = {name: paths[name] for name in problems}
+        report_missing({self.split: missing}, {self.split: len(paths)}, what, self.LAYOUT,
+                       self.skip_missing, self.report_file(dataset_name), problems)
+        return missing
 
     def report_file(self, dataset_name: str) -> str:
         """Where :func:`report_missing` writes this split's list of missing images."""

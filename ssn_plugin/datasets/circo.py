@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence
 from mmengine.logging import print_log
 
 from ssn_plugin.registry import DATASETS
-from .base import BaseCIRDataset, check_record, find_bad_images, load_json, report_missing
+from .base import BaseCIRDataset, check_record, load_json
 
 CIRCO_LAYOUT = """\
     data_root/                       (the CIRCO folder)
@@ -121,7 +121,8 @@ class CIRCO(BaseCIRDataset):
     def load_data_list(self) -> List[dict]:
         paths = self._read_image_info()
         records = self._read_records(paths)
-        missing = self._find_missing(paths)
+        missing = self.find_missing_images(paths, 'circo',
+                                           f'CIRCO {self.split} ({self.img_dir})')
         names = [name for name in paths if name not in missing]
         self.gallery = [dict(name=name, img_path=paths[name]) for name in names]
         index = {name: i for i, name in enumerate(names)}
@@ -186,16 +187,6 @@ class CIRCO(BaseCIRDataset):
     def _record_images(self, record: dict) -> List[int]:
         """The reference and (on val) every ground truth of a record."""
         return [record['reference_img_id'], *record.get('gt_img_ids', [])]
-
-    def _find_missing(self, paths: Dict[str, str]) -> Dict[str, str]:
-        if not self.check_images:
-            return {}
-        problems = find_bad_images(paths, decode=self.decode_images)
-        missing = {name: paths[name] for name in problems}
-        report_missing({self.split: missing}, {self.split: len(paths)},
-                       f'CIRCO {self.split} ({self.img_dir})', CIRCO_LAYOUT,
-                       self.skip_missing, self.report_file('circo'), problems)
-        return missing
 
     def _item(self, record: dict, paths: Dict[str, str], index: Dict[str, int]) -> dict:
         ref = str(record['reference_img_id'])

@@ -5,7 +5,7 @@ from typing import List, Optional, Sequence
 from mmengine.logging import print_log
 
 from ssn_plugin.registry import DATASETS
-from .base import BaseCIRDataset, check_record, find_bad_images, load_json, report_missing
+from .base import BaseCIRDataset, check_record, load_json
 
 CIRR_LAYOUT = """\
     data_root/
@@ -135,7 +135,8 @@ class CIRR(BaseCIRDataset):
 
     def load_data_list(self) -> List[dict]:
         records, paths = self._read_annotations()
-        missing = self._find_missing(self._images_to_check(records, paths))
+        missing = self.find_missing_images(self._images_to_check(records, paths), 'cirr',
+                                           f'CIRR {self.split} ({self.img_root})')
         names = [name for name in paths if name not in missing]
         self.gallery = [dict(name=name, img_path=paths[name]) for name in names]
         index = {name: i for i, name in enumerate(names)}
@@ -216,17 +217,6 @@ class CIRR(BaseCIRDataset):
         """Reference, ``img_set`` members and (with targets) the target of a record."""
         names = [record['reference'], *record['img_set']['members']]
         return names + [record['target_hard']] if self.has_targets else names
-
-    def _find_missing(self, paths: dict) -> dict:
-        """name -> path of the split's missing images, reported (raises unless skipping)."""
-        if not self.check_images:
-            return {}
-        problems = find_bad_images(paths, decode=self.decode_images)
-        missing = {name: paths[name] for name in problems}
-        report_missing({self.split: missing}, {self.split: len(paths)},
-                       f'CIRR {self.split} ({self.img_root})', CIRR_LAYOUT, self.skip_missing,
-                       self.report_file('cirr'), problems)
-        return missing
 
     def _item(self, record: dict, paths: dict, index: dict, missing: dict) -> Optional[dict]:
         """The dataset item of a record; None when one of its images is missing."""

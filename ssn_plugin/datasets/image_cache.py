@@ -136,9 +136,11 @@ class ImageStore:
         if absent:
             return [f'{len(absent)} images are not in it, e.g. {absent[:3]}']
         for path in paths:
-            if not osp.isfile(path):
+            try:
+                stamp = _file_stamp(path)
+            except FileNotFoundError:
                 return [f'{path} no longer exists']
-            if _file_stamp(path) != stamps[osp.abspath(path)]:
+            if stamp != stamps[osp.abspath(path)]:
                 return [f'{path} changed after the cache was built (size or modification time)']
         return []
 
@@ -176,8 +178,6 @@ class ImageStore:
                   f'({signature})', logger='current')
         failed = cls._fill(images, filled, [files[i][0] for i in todo], todo, transforms,
                            workers, progress)
-        images.flush()
-        filled.flush()
         if failed:
             report = osp.join(directory, 'unreadable.txt')
             with open(report, 'w') as f:
@@ -308,12 +308,18 @@ class CachedCIRImages(BaseTransform):
         files, another version) raises :class:`StaleCacheError`; it is never rebuilt behind
         the user's back, except for resuming an interrupted build of the same files.
         """
-        directory = self.directory
-        if build and not self._complete(directory):
-            ImageStore.build(directory, paths, self.transforms, workers=workers,
-                             progress=progress)
-        self.store = ImageStore.open(directory, paths, self.signature)
+        if build:
+            self.build(paths, workers=workers, progress=progress)
+        self.store = ImageStore.open(self.directory, paths, self.signature)
         return self.store
+
+    def build(self, paths: Sequence[str], workers: Optional[int] = None,
+              progress: bool = True) -> None:
+        """Build the store when it is missing or its build was interrupted; a complete store
+        is left for :meth:`prepare` to check."""
+        if not self._complete(self.directory):
+            ImageStore.build(self.directory, paths, self.transforms, workers=workers,
+                             progress=progress)
 
     @staticmethod
     def _complete(directory: str) -> bool:

@@ -11,6 +11,7 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from ssn_plugin.datasets.base import pipeline_transforms
+from ssn_plugin.datasets.image_cache import CACHEABLE
 from ssn_plugin.datasets.transforms import fill_image_size
 from ssn_plugin.registry import HOOKS
 from .checkpoint import check_checkpoint_fits, install_checkpoint_loader
@@ -232,9 +233,10 @@ class FreezeVisionTowerHook(Hook):
     """
 
     priority = 'NORMAL'
-    #: Transforms that give an image file the same pixels every time.
-    DETERMINISTIC = ('CachedCIRImages', 'LoadCIRImages', 'TargetPad', 'CLIPResizeCrop',
-                     'PackCIRInputs', 'ComposeFIQCaption')
+    #: Transforms that give an image file the same pixels every time: the image cache's
+    #: cacheable ones, its lookup, packing and the caption composer (text only).
+    DETERMINISTIC = tuple(t.__name__ for t in CACHEABLE) + (
+        'CachedCIRImages', 'PackCIRInputs', 'ComposeFIQCaption')
 
     def __init__(self, epoch: int = 1):
         self.epoch = epoch

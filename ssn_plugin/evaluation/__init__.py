@@ -3,6 +3,7 @@ from .functional import (circo_metrics, cirr_recalls, fashioniq_recalls, rank_ga
 from .metrics import CIRCOMetric, CIRRMetric, FashionIQMetric, GalleryMetric
 
 __all__ = [
-    'circo_metrics', 'cirr_recalls', 'fashioniq_recalls', 'rank_gallery', 'recall_at_k', 'recalls_by_group',
+    'circo_metrics', 'cirr_recalls', 'fashioniq_recalls', 'rank_gallery', 'recall_at_k',
+    'recalls_by_group',
     'CIRCOMetric', 'CIRRMetric', 'FashionIQMetric', 'GalleryMetric'
 ]

@@ -141,6 +141,18 @@ class GalleryMetric(BaseMetric):
         print_log(f'{title}\n{table.get_string()}', logger='current')
 
 
+def dump_submission(path: str, content: dict, max_bytes: int, server: str,
+                    sort_keys: bool = False) -> str:
+    """Write a test-server file as compact JSON and refuse one over ``max_bytes``."""
+    with open(path, 'w') as f:
+        json.dump(content, f, sort_keys=sort_keys, separators=(',', ':'))
+    size = osp.getsize(path)
+    if size > max_bytes:
+        raise RuntimeError(f'{path} is {size} bytes, over the {max_bytes} bytes allowed for an '
+                           f'upload to the {server} server')
+    return path
+
+
 def write_cirr_submission(out_dir: str, name: str, pairids: Sequence[int],
                           top_names: Sequence[Sequence[str]],
                           subset_names: Sequence[Sequence[str]]) -> List[str]:
@@ -155,14 +167,8 @@ def write_cirr_submission(out_dir: str, name: str, pairids: Sequence[int],
     for metric, ranked in (('recall', top_names), ('recall_subset', subset_names)):
         content = {'version': 'rc2', 'metric': metric}
         content.update({str(int(p)): list(names) for p, names in zip(pairids, ranked)})
-        path = osp.join(out_dir, f'{metric}_submission_{name}.json')
-        with open(path, 'w') as f:
-            json.dump(content, f, sort_keys=True, separators=(',', ':'))
-        size = osp.getsize(path)
-        if size > CIRR_SERVER_MAX_BYTES:
-            raise RuntimeError(f'{path} is {size} bytes, over the CIRR server limit of '
-                               f'{CIRR_SERVER_MAX_BYTES}')
-        paths.append(path)
+        paths.append(dump_submission(osp.join(out_dir, f'{metric}_submission_{name}.json'),
+                                     content, CIRR_SERVER_MAX_BYTES, 'CIRR', sort_keys=True))
     return paths
 
 
@@ -358,8 +364,8 @@ def write_circo_submission(path: str, query_ids: Sequence[int],
                            top_ids: Sequence[Sequence[int]]) -> str:
     """Write the JSON the CIRCO evaluation server expects: ``{"<query id>": [50 image ids]}``.
 
-    Every list must hold :attr:`CIRCOMetric.EXPORT_TOPK` unique ids (the server rejects
-    anything else); the file is checked against :data:`CIRCO_SERVER_MAX_BYTES`.
+    Every list must hold unique ids (the server rejects repeats); the file is checked against
+    :data:`CIRCO_SERVER_MAX_BYTES`.
     """
     content = {}
     for query_id, ids in zip(query_ids, top_ids):
@@ -368,13 +374,7 @@ def write_circo_submission(path: str, query_ids: Sequence[int],
             raise ValueError(f'query {query_id}: the exported list repeats image ids')
         content[str(int(query_id))] = ids
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(path, 'w') as f:
-        json.dump(content, f, separators=(',', ':'))
-    size = osp.getsize(path)
-    if size > CIRCO_SERVER_MAX_BYTES:
-        raise RuntimeError(f'{path} is {size} bytes, over the {CIRCO_SERVER_MAX_BYTES} bytes '
-                           'we allow for an upload to the CIRCO server')
-    return path
+    return dump_submission(path, content, CIRCO_SERVER_MAX_BYTES, 'CIRCO')
 
 
 @METRICS.register_module()

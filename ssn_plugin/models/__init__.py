@@ -6,4 +6,7 @@ from .fusion import SSNFusion
 from .losses import SSNLoss
 from .ssn import SSN
 
-__all__ = ['BaseCIRModel', 'OpenCLIPBackbone', 'CLIPBaseline', 'CIRDataPreprocessor', 'SSNFusion', 'SSNLoss', 'SSN']
+__all__ = [
+    'BaseCIRModel', 'OpenCLIPBackbone', 'CLIPBaseline', 'CIRDataPreprocessor', 'SSNFusion',
+    'SSNLoss', 'SSN'
+]

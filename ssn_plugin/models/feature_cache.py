@@ -43,25 +43,25 @@ class ImageFeatureCache:
         (without gradients: the tower is frozen) and stored.
 
         Returns:
-            tuple: ``v`` [B, D] and ``V`` [B, N, C], in the dtype ``encode`` returns.
+            tuple: ``v`` [B, D] and ``V`` [B, N, C], in the type the tower's projection
+            returns (the autocast type under autocast, else the images' type).
         """
         missing: List[int] = [i for i, key in enumerate(keys) if key not in self.entries]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        out_dtype = None
         if missing:
             with torch.no_grad():
                 pooled, tokens = encode(images[missing])
-            out_dtype = pooled.dtype
             for j, i in enumerate(missing):
                 self.entries[keys[i]] = (
                     pooled[j].detach().to(self.device or pooled.device, self.dtype),
                     tokens[j].detach().to(self.device or tokens.device, self.dtype))
-        if out_dtype is None:
-            out_dtype = (torch.get_autocast_dtype(images.device.type)
-                         if torch.is_autocast_enabled(images.device.type) else images.dtype)
+        # What the tower returns: the autocast type under autocast, else the images' type.
+        device_type = images.device.type
+        out_dtype = (torch.get_autocast_dtype(device_type)
+                     if torch.is_autocast_enabled(device_type) else images.dtype)
         # Outside autocast: its type promotion of stack rejects fp16 inputs under bf16.
-        with torch.autocast(images.device.type, enabled=False):
+        with torch.autocast(device_type, enabled=False):
             pooled = torch.stack([self.entries[k][0] for k in keys]).to(images.device,
                                                                           out_dtype)
             tokens = torch.stack([self.entries[k][1] for k in keys]).to(images.device,
