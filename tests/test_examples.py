@@ -10,7 +10,7 @@ import os.path as osp
 import pytest
 import torch
 
-from conftest import PROJECT_ROOT, make_tiny_cirr, make_tiny_fiq, write_image
+from helpers import PROJECT_ROOT, make_tiny_cirr, make_tiny_fiq, write_image
 from ssn_plugin.apis import CIRRetriever
 from ssn_plugin.datasets import CIRR, FashionIQ
 from ssn_plugin.evaluation import CIRRMetric, functional

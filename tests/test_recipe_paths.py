@@ -18,7 +18,7 @@ import pytest
 import torch
 from open_clip.transformer import QuickGELU
 
-from conftest import PROJECT_ROOT, TINY_CLIP, make_tiny_cirr, write_image
+from helpers import PROJECT_ROOT, TINY_CLIP, make_tiny_cirr, write_image
 
 sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))
 import retrieve as retrieve_tool  # noqa: E402

@@ -4,7 +4,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from torch import nn
 
-from conftest import TINY_CLIP, tiny_ssn_cfg
+from helpers import TINY_CLIP, tiny_ssn_cfg
 from ssn_plugin.registry import DATASETS, HOOKS, METRICS, MODELS, TRANSFORMS
 
 

@@ -13,9 +13,8 @@ import time
 import pytest
 import torch
 
-from browser import free_port
-from conftest import PROJECT_ROOT, TINY_CLIP, make_tiny_cirr
-from test_tools import dist_env, write_tiny_config
+from helpers import (PROJECT_ROOT, TINY_CLIP, dist_env, free_port, make_tiny_cirr,
+                     write_tiny_config)
 
 KILLER = '''
 import os

@@ -3,7 +3,6 @@ test per behaviour over one trained fixture."""
 import argparse
 import glob
 import json
-import os
 import os.path as osp
 import re
 import subprocess
@@ -12,34 +11,13 @@ import sys
 import pytest
 from mmengine.config import Config
 
-from browser import free_port
-from conftest import (GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TINY_CLIP,
-                      TRAIN_PIPELINE, make_standin_circo, make_tiny_cirr, make_tiny_fiq)
+from helpers import (GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TINY_CLIP, TRAIN_PIPELINE,
+                     dist_env, make_standin_circo, make_tiny_cirr, make_tiny_fiq, run_tool, tool,
+                     write_tiny_config)
 
 sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))
 import test as test_tool  # noqa: E402
 import train as train_tool  # noqa: E402
-
-
-def write_tiny_config(tmp_path, data_root, clip_file, max_epochs=1) -> str:
-    """A config inheriting the real CIRR recipe, shrunk to the tiny model and data."""
-    text = f"""
-_base_ = [{osp.join(PROJECT_ROOT, 'configs', 'cirr', 'ssn.py')!r}]
-model = dict(backbone=dict(arch={clip_file!r}, pretrained=None),
-             fusion=dict(num_heads=2, ffn_dim=64))
-optim_wrapper = dict(type='OptimWrapper')
-train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root={data_root!r}, pipeline={TRAIN_PIPELINE!r}))
-val_dataloader = dict(batch_size=5, num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root={data_root!r}, pipeline={QUERY_PIPELINE!r},
-                                   gallery_pipeline={GALLERY_PIPELINE!r}))
-test_dataloader = val_dataloader
-train_cfg = dict(max_epochs={max_epochs})
-default_hooks = dict(logger=dict(interval=1))
-"""
-    path = tmp_path / 'tiny_cirr_ssn.py'
-    path.write_text(text)
-    return str(path)
 
 
 def test_train_merge_args_is_explicit():
@@ -78,23 +56,6 @@ def test_test_merge_args_sets_checkpoint():
     assert merged.test_evaluator == [dict(type='CIRRMetric', export_dir='sub', show_dir='pics',
                                           show_num=8)]
     assert isinstance(args, argparse.Namespace)
-
-
-def run_tool(args, cwd):
-    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    return output
-
-
-def dist_env() -> dict:
-    """The environment of a dist_*.sh run: a free port, and the venv's python named by PYTHON
-    while PATH lacks the venv (as when the venv's python is run without activating it)."""
-    bin_dir = osp.dirname(sys.executable)
-    path = os.pathsep.join(p for p in os.environ.get('PATH', '').split(os.pathsep)
-                           if osp.abspath(p) != osp.abspath(bin_dir))
-    return dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1', PYTHON=sys.executable,
-                PATH=path)
 
 
 @pytest.fixture(scope='module')
@@ -218,24 +179,6 @@ def test_test_tool_never_loads_pretrained_clip():
     assert merged.model.backbone.pretrained == 'openai'  # still decides activation, stats
 
 
-def test_release_recipe_config():
-    cfg = Config.fromfile(osp.join(PROJECT_ROOT, 'configs', 'cirr', 'ssn.py'))
-    assert cfg.default_scope == 'ssn_plugin'
-    assert cfg.model.backbone.arch == 'ViT-B-32' and cfg.model.backbone.pretrained == 'openai'
-    assert cfg.train_dataloader.batch_size == 128 and cfg.train_dataloader.drop_last
-    assert cfg.train_cfg.max_epochs == 50 and cfg.train_cfg.val_interval == 1
-    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
-    assert cfg.optim_wrapper.optimizer.type == 'Adam' and cfg.optim_wrapper.optimizer.lr == 5e-5
-    assert {k: v['lr_mult'] for k, v in cfg.optim_wrapper.paramwise_cfg.custom_keys.items()} == {
-        'clip': 0.2, 'token_proj': 0.4, 'token_type': 0.8, 'token_selection': 0.8,
-        'fusion': 0.8}
-    assert cfg.param_scheduler == dict(type='StepLR', by_epoch=True, step_size=10, gamma=0.1)
-    assert cfg.default_hooks.checkpoint.save_best == 'cirr/Avg'
-    assert dict(type='GalleryFeatureHook') in cfg.custom_hooks
-    assert cfg.custom_hooks[0] == dict(type='SafeCheckpointLoaderHook')
-    assert cfg.val_dataloader.dataset.split == 'val'
-
-
 def test_cpu_distributed_needs_gloo(monkeypatch):
     from ssn_plugin.cli import init_cpu_process_group
     monkeypatch.setattr('torch.cuda.is_available', lambda: False)
@@ -245,14 +188,20 @@ def test_cpu_distributed_needs_gloo(monkeypatch):
     assert init_cpu_process_group(Config(dict(launcher='none'))) is False
 
 
-@pytest.mark.slow
-def test_fashioniq_train_then_test_end_to_end(tmp_path, tiny_clip_file):
+@pytest.fixture(scope='module')
+def fiq_run(tmp_path_factory):
+    """Two epochs of the Fashion-IQ recipe shrunk to the tiny model and data, then
+    tools/test.py with --out and --show-dir on the last checkpoint; run once for the tests
+    below."""
+    tmp_path = tmp_path_factory.mktemp('fiq')
+    clip_file = tmp_path / 'tiny_clip.json'
+    clip_file.write_text(json.dumps(TINY_CLIP))
     data_root = str(tmp_path / 'fiq')
     make_tiny_fiq(data_root)
     caption = "dict(type='ComposeFIQCaption', random={})"
     text = f"""
 _base_ = [{osp.join(PROJECT_ROOT, 'configs', 'fashioniq', 'ssn.py')!r}]
-model = dict(backbone=dict(arch={tiny_clip_file!r}, pretrained=None),
+model = dict(backbone=dict(arch={str(clip_file)!r}, pretrained=None),
              fusion=dict(num_heads=2, ffn_dim=64))
 optim_wrapper = dict(type='OptimWrapper')
 train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
@@ -269,57 +218,60 @@ default_hooks = dict(logger=dict(interval=1))
     config = tmp_path / 'tiny_fiq_ssn.py'
     config.write_text(text)
     work_dir = str(tmp_path / 'work')
-    out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'train.py'), str(config), '--work-dir',
-                    work_dir], cwd=str(tmp_path))
+    train_log = run_tool([tool('train.py'), str(config), '--work-dir', work_dir],
+                         cwd=str(tmp_path))
+    metrics_file = str(tmp_path / 'metrics.json')
+    test_log = run_tool([tool('test.py'), str(config), osp.join(work_dir, 'epoch_2.pth'),
+                         '--work-dir', work_dir, '--out', metrics_file, '--show-dir',
+                         str(tmp_path / 'show'), '--show-num', '2'], cwd=str(tmp_path))
+    with open(metrics_file) as f:
+        metrics = json.load(f)
+    return dict(root=tmp_path, work_dir=work_dir, train_log=train_log, test_log=test_log,
+                metrics=metrics)
+
+
+@pytest.mark.slow
+def test_fashioniq_recipe_freezes_the_vision_tower_after_epoch_one(fiq_run):
+    out = fiq_run['train_log']
     # The vision tower trains in epoch 0 and is frozen from epoch 1.
     assert out.count('froze the CLIP vision tower') == 1
     assert out.index('Epoch(train) [1]') < out.index('froze the CLIP vision tower') < out.index(
         'Epoch(train) [2]')
+
+
+@pytest.mark.slow
+def test_fashioniq_recipe_reuses_the_frozen_towers_features(fiq_run):
+    out = fiq_run['train_log']
     assert out.count('Encoded the gallery: 42 images') == 2
     # The recipe's feature cache: the frozen tower's outputs are reused within epoch 2.
     reused = re.search(r'Epoch 1: feature cache holds (\d+) images; (\d+) image encodings '
                        r'reused, (\d+) computed', out)
     assert reused and int(reused.group(2)) > 0 and int(reused.group(1)) == int(reused.group(3))
+
+
+@pytest.mark.slow
+def test_fashioniq_training_keeps_the_best_checkpoint(fiq_run):
+    work_dir = fiq_run['work_dir']
     assert osp.isfile(osp.join(work_dir, 'best_fiq_overall_epoch_1.pth')) or osp.isfile(
         osp.join(work_dir, 'best_fiq_overall_epoch_2.pth'))
 
-    metrics_file = str(tmp_path / 'metrics.json')
-    out = run_tool([osp.join(PROJECT_ROOT, 'tools', 'test.py'), str(config),
-                    osp.join(work_dir, 'epoch_2.pth'), '--work-dir', work_dir, '--out',
-                    metrics_file, '--show-dir', str(tmp_path / 'show'), '--show-num', '2'],
-                   cwd=str(tmp_path))
-    assert len(glob.glob(str(tmp_path / 'show' / 'query_*.png'))) == 2
+
+@pytest.mark.slow
+def test_fashioniq_test_tool_draws_the_pictures(fiq_run):
+    assert len(glob.glob(str(fiq_run['root'] / 'show' / 'query_*.png'))) == 2
+
+
+@pytest.mark.slow
+def test_fashioniq_test_tool_metrics_and_table(fiq_run):
+    out, metrics = fiq_run['test_log'], fiq_run['metrics']
     assert 'gallery protocol "original"' in out
     assert 'dress queries / gallery' in out and '9 / 14' in out
-    metrics = json.load(open(metrics_file))
     assert list(metrics) == [f'fiq/{c}_R@{k}' for c in ('dress', 'shirt', 'toptee')
                              for k in (10, 50)] + ['fiq/avg_R@10', 'fiq/avg_R@50',
                                                    'fiq/overall']
     assert metrics['fiq/dress_R@50'] == 100.0  # 14-image galleries
     assert metrics['fiq/overall'] == pytest.approx(
         (metrics['fiq/avg_R@10'] + metrics['fiq/avg_R@50']) / 2)
-
-
-def test_fashioniq_recipe_config(tiny_clip_file):
-    from mmengine.optim import build_optim_wrapper
-    from ssn_plugin.registry import MODELS
-    cfg = Config.fromfile(osp.join(PROJECT_ROOT, 'configs', 'fashioniq', 'ssn.py'))
-    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
-    assert cfg.default_hooks.checkpoint.save_best == 'fiq/overall'
-    assert dict(type='FreezeVisionTowerHook', epoch=1) in cfg.custom_hooks
-    assert cfg.val_dataloader.dataset.gallery_protocol == 'original'
-    model = MODELS.build(dict(cfg.model, backbone=dict(cfg.model.backbone, arch=tiny_clip_file,
-                                                       pretrained=None)))
-    wrapper = build_optim_wrapper(model, dict(cfg.optim_wrapper, type='OptimWrapper'))
-    clip_ids = {id(p) for p in model.clip.parameters()}
-    for group in wrapper.optimizer.param_groups:
-        in_clip = {id(p) in clip_ids for p in group['params']}
-        assert len(in_clip) == 1
-        if in_clip == {True}:
-            assert group['eps'] == 1e-4 and group['lr'] == pytest.approx(0.2 * 4e-5)
-        else:
-            assert group['eps'] == 1e-8
-        assert group['weight_decay'] == 0.01
 
 
 @pytest.mark.slow

@@ -2,16 +2,15 @@
 # embeddings, against the gallery's image embeddings.
 # Zero-shot, to check a data set-up against published numbers before training anything:
 #   python tools/test.py configs/cirr/clip_baseline.py --no-checkpoint
-# Fine-tuned with SSN's InfoNCE and the CIRR recipe's optimiser and schedule:
+# Fine-tuned with SSN's InfoNCE and the CIRR recipe's optimiser, schedule, data and hooks
+# (everything but the model is configs/cirr/ssn.py's; tests/test_configs.py pins that):
 #   python tools/train.py configs/cirr/clip_baseline.py
 # mode='text' / 'image': text-only / image-only baselines (--cfg-options model.mode=text).
-_base_ = [
-    '../_base_/datasets/cirr.py',
-    '../_base_/schedules/cirr_ssn.py',
-    '../_base_/default_runtime.py',
-]
+_base_ = ['./ssn.py']
 
+# A different model, so the whole dict is replaced.
 model = dict(
+    _delete_=True,
     type='CLIPBaseline',
     backbone=dict(
         type='OpenCLIPBackbone',
@@ -24,11 +23,3 @@ model = dict(
     loss=dict(type='SSNLoss', logit_scale=100.0, gather=True),
     data_preprocessor=dict(type='CIRDataPreprocessor'),
 )
-
-# Mixed precision (fp16 + dynamic loss scaling). On CPU add
-#   --cfg-options optim_wrapper.type=OptimWrapper
-optim_wrapper = dict(type='AmpOptimWrapper')
-
-default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
-                    save_best='cirr/Avg', rule='greater'))

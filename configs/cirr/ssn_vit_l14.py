@@ -1,40 +1,11 @@
 # SSN with CLIP ViT-L/14 ('openai' weights: QuickGELU, read from the tag). 224 px, 257 image
 # tokens; C_v 1024, C_t = W 768, D 768. Not in the paper: the batch (128) and the learning-rate
 # split are the ViT-B/32 recipe's, untuned (the CLIP group trains at lr x 0.2).
-# A batch of 128 needs about 74 GiB with AMP (README, "Larger backbones"): on an 80 GB GPU add
+# A batch of 128 needs about 74 GiB with AMP (docs/backbones.md, "Larger backbones"): on an
+# 80 GB GPU add
 #   --cfg-options model.backbone.grad_checkpointing=True
 # For the 336 px weights use arch='ViT-L-14-336': the pipelines take the size from the model.
-# Parameters, activation memory and a suggested GPU: README, "Larger backbones".
-# Everything else as in configs/cirr/ssn.py.
-_base_ = [
-    '../_base_/datasets/cirr.py',
-    '../_base_/schedules/cirr_ssn.py',
-    '../_base_/default_runtime.py',
-]
+# Everything else is configs/cirr/ssn.py's (tests/test_configs.py pins that).
+_base_ = ['./ssn.py']
 
-model = dict(
-    type='SSN',
-    backbone=dict(
-        type='OpenCLIPBackbone',
-        arch='ViT-L-14',
-        pretrained='openai',  # QuickGELU, read from the tag
-        train_vision=True,
-        train_text=True),
-    fusion=dict(type='SSNFusion', num_layers=1, num_heads=8, ffn_dim=2048, dropout=0.1),
-    # kl_weight: the release never defines it; 0.1 is our choice (see README).
-    # gather: with N processes both loss terms see the global batch (N x batch_size), as one
-    # process with the whole batch would.
-    loss=dict(type='SSNLoss', logit_scale=100.0, kl_weight=0.1, gather=True),
-    hidden_dim=None,  # W = text width, as the release
-    projection_dim=None,  # P = W, as the release's README command
-    fusion_padding_mask=True,  # False reproduces the release (padding attended)
-    degradation=True,
-    data_preprocessor=dict(type='CIRDataPreprocessor'),
-)
-
-# Mixed precision (fp16 + dynamic loss scaling), as the release's GradScaler.
-optim_wrapper = dict(type='AmpOptimWrapper')
-
-default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
-                    save_best='cirr/Avg', rule='greater'))
+model = dict(backbone=dict(arch='ViT-L-14', pretrained='openai'))

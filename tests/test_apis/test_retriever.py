@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from conftest import GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TINY_CLIP, tiny_ssn_cfg, \
+from helpers import GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TINY_CLIP, tiny_ssn_cfg, \
     write_image
 from ssn_plugin.apis import CIRRetriever, draw_retrieval_grid
 from ssn_plugin.visualization import BORDER, LABEL_HEIGHT, QUERY_COLOUR, TRUTH_COLOUR

@@ -5,7 +5,7 @@ import os.path as osp
 
 import pytest
 
-from conftest import QUERY_PIPELINE, make_standin_circo
+from helpers import QUERY_PIPELINE, make_standin_circo
 from ssn_plugin.datasets import CIRCO, MissingImages
 
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import (GALLERY_PIPELINE, QUERY_PIPELINE, TRAIN_PIPELINE, make_tiny_cirr,
+from helpers import (GALLERY_PIPELINE, QUERY_PIPELINE, TRAIN_PIPELINE, make_tiny_cirr,
                       shared_data, write_standin_images)
 from ssn_plugin.datasets import CIRR, MissingImages
 from ssn_plugin.registry import DATASETS

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import make_tiny_fiq, shared_data, write_image
+from helpers import make_tiny_fiq, shared_data, write_image
 from ssn_plugin.datasets import FashionIQ, MissingImages, fiq_caption
 from ssn_plugin.registry import TRANSFORMS
 
@@ -168,7 +168,7 @@ def test_random_forms_are_uniform_with_a_seeded_rng():
 def test_missing_list_goes_to_the_run_log_dir(tmp_path):
     from mmengine.logging import MMLogger
 
-    from conftest import make_tiny_fiq
+    from helpers import make_tiny_fiq
     root = str(tmp_path / 'fiq')
     make_tiny_fiq(root)
     os.remove(osp.join(root, 'images', 'DV00000003.png'))

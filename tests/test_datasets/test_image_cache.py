@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GALLERY_PIPELINE, QUERY_PIPELINE, TRAIN_PIPELINE, make_tiny_cirr, write_image
+from helpers import GALLERY_PIPELINE, QUERY_PIPELINE, TRAIN_PIPELINE, make_tiny_cirr, write_image
 from ssn_plugin.datasets import CIRR
 from ssn_plugin.datasets import image_cache as cache_module
 from ssn_plugin.datasets.image_cache import CachedCIRImages, StaleCacheError

@@ -46,9 +46,9 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     import json
     import os.path as osp
     import sys
-    from conftest import PROJECT_ROOT, TINY_CLIP, make_tiny_cirr, tiny_ssn_cfg
+    from helpers import PROJECT_ROOT, TINY_CLIP, make_tiny_cirr, tiny_ssn_cfg
     from ssn_plugin.registry import MODELS
-    from test_tools import write_tiny_config
+    from helpers import write_tiny_config
     sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))
     import test as test_tool
 

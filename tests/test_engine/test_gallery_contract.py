@@ -9,11 +9,10 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from conftest import make_tiny_cirr, make_tiny_fiq
+from helpers import make_tiny_cirr, make_tiny_fiq, write_tiny_config
 from ssn_plugin.datasets import CIRR, FashionIQ
 from ssn_plugin.engine import GalleryFeatureHook, ImageSizeFromModelHook, encode_gallery
 from ssn_plugin.evaluation import CIRRMetric, FashionIQMetric
-from test_tools import write_tiny_config
 
 
 @pytest.fixture

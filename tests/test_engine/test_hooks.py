@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 from mmengine.dataset import Compose
 
-from conftest import TINY_CLIP, tiny_ssn_cfg
+from helpers import TINY_CLIP, tiny_ssn_cfg
 from ssn_plugin.datasets import LoadCIRImages, PackCIRInputs
 from ssn_plugin.registry import HOOKS, MODELS
 

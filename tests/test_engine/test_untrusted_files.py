@@ -14,7 +14,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from conftest import PROJECT_ROOT, TINY_CLIP
+from helpers import PROJECT_ROOT, TINY_CLIP
 from ssn_plugin.engine import UnsafeFileError, install_checkpoint_loader, load_local_checkpoint
 
 

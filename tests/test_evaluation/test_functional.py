@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import shared_data
+from helpers import shared_data
 from ssn_plugin.evaluation.functional import (cirr_recalls, fashioniq_recalls, rank_gallery,
                                               recall_at_k)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import shared_data
+from helpers import shared_data
 from ssn_plugin.datasets import CIRR
 from ssn_plugin.evaluation import CIRRMetric, cirr_recalls
 from ssn_plugin.evaluation.metrics import CIRR_SERVER_MAX_BYTES

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.structures import BaseDataElement
 
-from conftest import PROJECT_ROOT, TINY_CLIP, make_tiny_cirr, tiny_ssn_cfg
+from helpers import PROJECT_ROOT, TINY_CLIP, make_tiny_cirr, tiny_ssn_cfg
 from ssn_plugin.models.losses import SSNLoss, scaled_logits
 from ssn_plugin.registry import MODELS
 
@@ -87,7 +87,7 @@ def test_amp_optim_wrapper_trains_with_bf16(tmp_path, monkeypatch, tiny_clip_fil
     sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))
     import train as train_tool
     sys.path.insert(0, osp.join(PROJECT_ROOT, 'tests'))
-    from test_tools import write_tiny_config
+    from helpers import write_tiny_config
 
     seen = []
     original = SSNLoss.forward

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import TINY_CLIP
+from helpers import TINY_CLIP
 from ssn_plugin.models import OpenCLIPBackbone
 
 

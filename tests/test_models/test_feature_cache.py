@@ -6,7 +6,7 @@ import pytest
 import torch
 from mmengine.structures import BaseDataElement
 
-from conftest import tiny_ssn_cfg
+from helpers import tiny_ssn_cfg
 from ssn_plugin.registry import MODELS
 
 TEXTS = ['make it red', 'remove the dog', 'add a cat on the left', 'same but bigger']

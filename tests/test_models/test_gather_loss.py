@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from mmengine.structures import BaseDataElement
 
-from conftest import TINY_CLIP, tiny_ssn_cfg
+from helpers import TINY_CLIP, tiny_ssn_cfg
 from ssn_plugin.registry import MODELS
 
 TEXTS = ['make it red', 'remove the dog and add two cats', 'a', 'the same but bigger',

@@ -10,7 +10,7 @@ import torch
 from open_clip.transformer import QuickGELU
 from torch import nn
 
-from conftest import TINY_CLIP
+from helpers import TINY_CLIP
 from ssn_plugin.models import OpenCLIPBackbone
 from ssn_plugin.models.clip_backbone import is_torchscript_file, skip_pretrained_weights
 from ssn_plugin.registry import MODELS

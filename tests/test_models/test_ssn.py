@@ -8,7 +8,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.structures import BaseDataElement
 
 import ssn_plugin.models  # noqa: F401
-from conftest import TINY_CLIP, tiny_ssn_cfg
+from helpers import TINY_CLIP, tiny_ssn_cfg
 from ssn_plugin.models import SSNFusion, SSNLoss
 from ssn_plugin.models.losses import kl_mean, ssn_kl_term, symmetric_info_nce
 from ssn_plugin.models.ssn import masked_mean

@@ -11,7 +11,7 @@ moves these numbers.
 import pytest
 import torch
 
-from conftest import TINY_CLIP, tiny_ssn_cfg
+from helpers import TINY_CLIP, tiny_ssn_cfg
 from ssn_plugin.registry import MODELS
 
 TEXTS = ['make it red', 'remove the dog and add two cats on the left side of the sofa', 'a',

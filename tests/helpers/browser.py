@@ -1,6 +1,6 @@
 """Drive tools/demo_app.py in headless Chromium (Debian's chromium + chromium-driver).
 
-Shared by tests/test_demo_app.py and benchmarks/bench_demo.py; :func:`free_port` serves every
+Shared by tests/test_apis/test_web_demo.py and benchmarks/bench_demo.py; :func:`free_port` serves every
 test that starts a server or a process group.
 """
 import os
@@ -12,7 +12,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-PROJECT_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+PROJECT_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CHROMIUM_NAMES = ('chromium', 'chromium-browser')
 DRIVER_NAMES = ('chromedriver', 'chromium-driver')
 

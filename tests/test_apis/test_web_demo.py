@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 
-from browser import DemoPage, chrome, demo_server, find_chromium
-from conftest import PROJECT_ROOT, write_image
+from helpers.browser import DemoPage, chrome, demo_server, find_chromium
+from helpers import PROJECT_ROOT, write_image
 from ssn_plugin.apis import CIRRetriever
 from ssn_plugin.apis.web_demo import DemoInputError, DemoSession, history_html
 from ssn_plugin.datasets import generate_shapes_dataset
