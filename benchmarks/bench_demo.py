@@ -23,7 +23,7 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tests'))
-from browser import DemoPage, chrome, demo_server, find_chromium  # noqa: E402
+from helpers.browser import DemoPage, chrome, demo_server, find_chromium  # noqa: E402
 
 from ssn_plugin.apis import CIRRetriever  # noqa: E402
 

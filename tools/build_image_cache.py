@@ -15,8 +15,6 @@ import torch
 from mmengine.config import Config, DictAction
 
 from ssn_plugin.cli import set_image_cache
-from ssn_plugin.datasets.base import pipeline_transforms
-from ssn_plugin.datasets.transforms import fill_image_size
 from ssn_plugin.models.clip_backbone import skip_pretrained_weights
 from ssn_plugin.registry import DATASETS, MODELS
 
@@ -51,8 +49,7 @@ def build_caches(cfg: Config, loaders, workers=None) -> list:
         if not loader or not loader.get('dataset', {}).get('image_cache'):
             continue
         dataset = DATASETS.build(loader['dataset'])
-        fill_image_size(pipeline_transforms(dataset), size)
-        dataset.prepare_image_caches(build=True, workers=workers)
+        dataset.prepare_for_model(size, build_caches=True, workers=workers)
         stores.update((t.directory, t.store) for t in dataset.cached_image_transforms())
     if not stores:
         raise ValueError(f'no data loader of {cfg.filename} has an image cache: pass '

@@ -11,7 +11,7 @@ from mmengine.dataset import Compose
 from mmengine.utils import ProgressBar
 from PIL import Image
 
-from ssn_plugin.datasets.base import BaseCIRDataset, build_pipeline, pipeline_transforms
+from ssn_plugin.datasets.base import BaseCIRDataset, build_pipeline
 from ssn_plugin.datasets.transforms import LoadCIRImages, fill_image_size
 from ssn_plugin.engine import load_local_checkpoint, safe_load
 from ssn_plugin.engine.checkpoint import strip_ddp_prefix
@@ -146,8 +146,7 @@ class CIRRetriever:
         """Gallery features of a CIR dataset through its own gallery pipeline: a dataset with
         ``image_cache`` reads its preprocessed images instead of decoding them."""
         # Both pipelines: the query pipeline's cache is prepared with the gallery's.
-        fill_image_size(pipeline_transforms(dataset), self.model.image_size)
-        dataset.prepare_image_caches()
+        dataset.prepare_for_model(self.model.image_size)
         gallery = dataset.gallery_dataset()
         return self._encode_batches(
             len(gallery), lambda part: self._preprocess(

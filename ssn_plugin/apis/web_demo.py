@@ -12,6 +12,7 @@ import functools
 import html
 import os.path as osp
 import time
+from types import SimpleNamespace
 from typing import List, NamedTuple, Optional, Tuple
 
 from PIL import Image, UnidentifiedImageError
@@ -169,92 +170,121 @@ def message_html(text: str = '', error: bool = True) -> str:
             f'{html.escape(text)}</div>')
 
 
-def build_app(session: DemoSession, title: str = 'ssn_plugin: composed image retrieval'):
-    """The Gradio page over ``session``. Needs the ``demo`` extra."""
+def _import_gradio():
     try:
         import gradio as gr
     except ImportError as err:
         raise ImportError('the web demo needs Gradio: pip install -e ".[demo]"') from err
+    return gr
 
-    def guarded(action, n_outputs):
-        """Run an action whose last output is the message box; a DemoInputError becomes the
-        message and leaves the other outputs as they are."""
-        @functools.wraps(action)  # Gradio reads the signature and annotations (SelectData)
-        def run(*args, **kwargs):
-            try:
-                return action(*args, **kwargs)
-            except DemoInputError as err:
-                return (gr.update(), ) * (n_outputs - 1) + (message_html(str(err)), )
-        return run
 
-    status = (f'{len(session.retriever.names)} images indexed; model weights digest '
-              f'{session.retriever.model_digest[:12]}' if session.retriever is not None
-              else f'No gallery: {session.error}')
+def _guarded(gr, action, n_outputs: int):
+    """Run an action whose last output is the message box; a DemoInputError becomes the
+    message and leaves the other outputs as they are."""
+    @functools.wraps(action)  # Gradio reads the signature and annotations (SelectData)
+    def run(*args, **kwargs):
+        try:
+            return action(*args, **kwargs)
+        except DemoInputError as err:
+            return (gr.update(), ) * (n_outputs - 1) + (message_html(str(err)), )
+    return run
+
+
+def _status(session: DemoSession) -> str:
+    if session.retriever is None:
+        return f'No gallery: {session.error}'
+    return (f'{len(session.retriever.names)} images indexed; model weights digest '
+            f'{session.retriever.model_digest[:12]}')
+
+
+def _layout(gr, session: DemoSession, title: str) -> SimpleNamespace:
+    """The page's components (inside an open ``gr.Blocks``), by name."""
+    gr.Markdown(f'## {title}\nPick a reference image (click one in the gallery or upload '
+                'one), say how the image you want differs from it, search, and click a '
+                f'result to refine from there.\n\n*{_status(session)}*')
+    view = SimpleNamespace(reference=gr.State(None), history=gr.State([]), page=gr.State(0))
+    view.message = gr.HTML(message_html(session.error or ''), elem_id='ssn-message-box')
+    with gr.Row():
+        with gr.Column(scale=1):
+            view.ref_view = gr.Image(label='Reference', type='filepath', interactive=False,
+                                     elem_id='ssn-reference', height=240)
+            view.ref_label = gr.Markdown('No reference chosen yet.',
+                                         elem_id='ssn-reference-name')
+            view.upload = gr.File(label='Upload a reference image', type='filepath',
+                                  elem_id='ssn-upload')
+            view.text = gr.Textbox(label='How should the result differ from the reference?',
+                                   placeholder='e.g. make the red circle blue',
+                                   elem_id='ssn-text')
+            view.topk = gr.Slider(1, 50, value=10, step=1, label='Results')
+            view.search = gr.Button('Search', variant='primary', elem_id='ssn-search')
+        with gr.Column(scale=2):
+            view.results = gr.Gallery(label='Results (click one to refine from it)', columns=5,
+                                      height='auto', allow_preview=False, elem_id='ssn-results')
+            view.table = gr.HTML(results_html([]), elem_id='ssn-results-box')
+            view.steps = gr.HTML(history_html([]), elem_id='ssn-history-box')
+    with gr.Row():
+        view.prev_page = gr.Button('Previous page', elem_id='ssn-prev')
+        view.page_label = gr.Markdown(f'Page 1 of {session.num_pages}', elem_id='ssn-page')
+        view.next_page = gr.Button('Next page', elem_id='ssn-next')
+    view.browser = gr.Gallery(value=session.page(0) if session.retriever else [],
+                              label='Gallery (click an image to make it the reference)',
+                              columns=8, height='auto', allow_preview=False,
+                              elem_id='ssn-browser')
+    return view
+
+
+def _wire_references(gr, session: DemoSession, view: SimpleNamespace) -> None:
+    """A click in the gallery or the results, or an upload, sets the reference."""
+    def show_reference(ref: Reference):
+        name = ref.name or f'uploaded {osp.basename(ref.path)}'
+        return ref, ref.path, f'Reference: **{name}**', message_html()
+
+    def choose_from_gallery(number, evt: gr.SelectData):
+        return show_reference(session.gallery_reference(number, evt.index))
+
+    def choose_from_results(steps_so_far, evt: gr.SelectData):
+        return show_reference(session.result_reference(steps_so_far, evt.index))
+
+    def choose_upload(path):
+        return show_reference(session.uploaded_reference(path))
+
+    outputs = [view.reference, view.ref_view, view.ref_label, view.message]
+    view.browser.select(_guarded(gr, choose_from_gallery, 4), [view.page], outputs)
+    view.results.select(_guarded(gr, choose_from_results, 4), [view.history], outputs)
+    view.upload.upload(_guarded(gr, choose_upload, 4), [view.upload], outputs)
+
+
+def _wire_search(gr, session: DemoSession, view: SimpleNamespace) -> None:
+    """The Search button and Enter in the text box run a search and show its results."""
+    def run_search(ref, words, k, steps_so_far):
+        new = session.search(ref, words, k, steps_so_far)
+        return (new, session.result_items(new), results_html(new), history_html(new),
+                message_html())
+
+    inputs = [view.reference, view.text, view.topk, view.history]
+    outputs = [view.history, view.results, view.table, view.steps, view.message]
+    view.search.click(_guarded(gr, run_search, 5), inputs, outputs)
+    view.text.submit(_guarded(gr, run_search, 5), inputs, outputs)
+
+
+def _wire_pages(session: DemoSession, view: SimpleNamespace) -> None:
+    """The page buttons of the gallery browser."""
+    def turn(number, delta):
+        number = min(max(number + delta, 0), max(session.num_pages - 1, 0))
+        items = session.page(number) if session.retriever else []
+        return number, items, f'Page {number + 1} of {session.num_pages}'
+
+    outputs = [view.page, view.browser, view.page_label]
+    view.prev_page.click(lambda n: turn(n, -1), [view.page], outputs)
+    view.next_page.click(lambda n: turn(n, 1), [view.page], outputs)
+
+
+def build_app(session: DemoSession, title: str = 'ssn_plugin: composed image retrieval'):
+    """The Gradio page over ``session``. Needs the ``demo`` extra."""
+    gr = _import_gradio()
     with gr.Blocks(title=title) as app:
-        gr.Markdown(f'## {title}\nPick a reference image (click one in the gallery or upload '
-                    'one), say how the image you want differs from it, search, and click a '
-                    f'result to refine from there.\n\n*{status}*')
-        reference = gr.State(None)
-        history = gr.State([])
-        page = gr.State(0)
-        message = gr.HTML(message_html(session.error or ''), elem_id='ssn-message-box')
-        with gr.Row():
-            with gr.Column(scale=1):
-                ref_view = gr.Image(label='Reference', type='filepath', interactive=False,
-                                    elem_id='ssn-reference', height=240)
-                ref_label = gr.Markdown('No reference chosen yet.', elem_id='ssn-reference-name')
-                upload = gr.File(label='Upload a reference image', type='filepath',
-                                 elem_id='ssn-upload')
-                text = gr.Textbox(label='How should the result differ from the reference?',
-                                  placeholder='e.g. make the red circle blue', elem_id='ssn-text')
-                topk = gr.Slider(1, 50, value=10, step=1, label='Results')
-                search = gr.Button('Search', variant='primary', elem_id='ssn-search')
-            with gr.Column(scale=2):
-                results = gr.Gallery(label='Results (click one to refine from it)', columns=5,
-                                     height='auto', allow_preview=False, elem_id='ssn-results')
-                table = gr.HTML(results_html([]), elem_id='ssn-results-box')
-                steps = gr.HTML(history_html([]), elem_id='ssn-history-box')
-        with gr.Row():
-            prev_page = gr.Button('Previous page', elem_id='ssn-prev')
-            page_label = gr.Markdown(f'Page 1 of {session.num_pages}', elem_id='ssn-page')
-            next_page = gr.Button('Next page', elem_id='ssn-next')
-        browser = gr.Gallery(value=session.page(0) if session.retriever else [],
-                             label='Gallery (click an image to make it the reference)',
-                             columns=8, height='auto', allow_preview=False,
-                             elem_id='ssn-browser')
-
-        def show_reference(ref: Reference):
-            name = ref.name or f'uploaded {osp.basename(ref.path)}'
-            return ref, ref.path, f'Reference: **{name}**', message_html()
-
-        def choose_from_gallery(number, evt: gr.SelectData):
-            return show_reference(session.gallery_reference(number, evt.index))
-
-        def choose_from_results(steps_so_far, evt: gr.SelectData):
-            return show_reference(session.result_reference(steps_so_far, evt.index))
-
-        def choose_upload(path):
-            return show_reference(session.uploaded_reference(path))
-
-        ref_outputs = [reference, ref_view, ref_label, message]
-        browser.select(guarded(choose_from_gallery, 4), [page], ref_outputs)
-        results.select(guarded(choose_from_results, 4), [history], ref_outputs)
-        upload.upload(guarded(choose_upload, 4), [upload], ref_outputs)
-
-        def run_search(ref, words, k, steps_so_far):
-            new = session.search(ref, words, k, steps_so_far)
-            return (new, session.result_items(new), results_html(new), history_html(new),
-                    message_html())
-
-        search_outputs = [history, results, table, steps, message]
-        search.click(guarded(run_search, 5), [reference, text, topk, history], search_outputs)
-        text.submit(guarded(run_search, 5), [reference, text, topk, history], search_outputs)
-
-        def turn(number, delta):
-            number = min(max(number + delta, 0), max(session.num_pages - 1, 0))
-            items = session.page(number) if session.retriever else []
-            return number, items, f'Page {number + 1} of {session.num_pages}'
-
-        prev_page.click(lambda n: turn(n, -1), [page], [page, browser, page_label])
-        next_page.click(lambda n: turn(n, 1), [page], [page, browser, page_label])
+        view = _layout(gr, session, title)
+        _wire_references(gr, session, view)
+        _wire_search(gr, session, view)
+        _wire_pages(session, view)
     return app

@@ -3,7 +3,7 @@ import json
 import os
 import os.path as osp
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from mmengine.dataset import BaseDataset
 from mmengine.dist import barrier, is_main_process
@@ -13,7 +13,7 @@ from PIL import Image
 
 from ssn_plugin.registry import DATASETS, TRANSFORMS
 from .image_cache import CachedCIRImages, use_image_cache
-from .transforms import fill_meta_keys
+from .transforms import fill_image_size, fill_meta_keys
 
 
 def build_pipeline(pipeline: Sequence[Union[dict, Callable]]) -> List[Callable]:
@@ -166,14 +166,38 @@ class BaseCIRDataset(BaseDataset):
 
     Every item is a plain dict with ``text``, ``ref_img_path``, ``tgt_img_path`` (None when
     the target is unknown), ``ref_index``/``target_index`` (indices into :attr:`gallery`, -1 when
-    unknown) and dataset-specific keys; the pipeline decides which images to load. Subclasses
-    fill :attr:`gallery` (list of dicts ``name``, ``img_path``, ``group``) and return items
-    from :meth:`load_data_list`.
+    unknown) and dataset-specific keys; the pipeline decides which images to load.
+
+    The base owns the bookkeeping: it validates ``split`` against :attr:`SPLITS`, sets
+    ``has_targets`` (False on :attr:`UNLABELLED_SPLITS`), checks the images
+    (:meth:`find_missing_images`: the whole gallery on evaluation splits, the images the
+    records use on train), builds :attr:`gallery` from the present images, drops the records
+    with a missing image (logged and kept in :attr:`dropped_ids`) and makes the items. A new
+    dataset writes its reading and its record checks only:
+
+    * :meth:`read_annotations` returns the checked records and the gallery, name -> image path,
+      in gallery order;
+    * :meth:`record_images` names the gallery images a record uses;
+    * :meth:`make_item` turns a complete record into an item;
+    * class attributes: ``NAME`` (for messages), ``REPORT_NAME`` (the report file's name),
+      ``SPLITS``, ``UNLABELLED_SPLITS``, ``LAYOUT``, ``META_KEYS``, ``RECORDS`` and
+      ``RECORD_ID`` (how the drop log names records).
+
+    A subclass sets its own attributes first and then calls ``super().__init__``, which loads
+    the annotations (``BaseDataset`` does, unless ``lazy_init``).
 
     Args:
+        data_root (str): The dataset root.
+        split (str): One of :attr:`SPLITS`.
+        pipeline (list): Transforms of a query/triplet item.
         gallery_pipeline (list, optional): Pipeline of the gallery dataset used at evaluation
             (transform configs or built transforms; built once here). Defaults to None (then
             :meth:`gallery_dataset` needs one).
+        skip_missing (bool): Drop the records with a missing image and the missing gallery
+            images, counted in the log (the full list is written to the report file either
+            way), instead of raising :class:`MissingImages`. Defaults to False.
+        check_images (bool): Check that the image files exist when the annotations load.
+            Defaults to True.
         report_dir (str, optional): Where the list of missing images is written
             (``missing_images_<dataset>_<split>.txt``); None = the current run's log directory
             in the work dir (or the working directory outside a run). Defaults to None.
@@ -184,28 +208,124 @@ class BaseCIRDataset(BaseDataset):
             pad and resize steps are replaced by reads from a memory-mapped store of this split
             (:class:`~ssn_plugin.datasets.image_cache.CachedCIRImages`), built on first use or
             by ``tools/build_image_cache.py``. Defaults to None (decode every time).
-        **kwargs: Passed to ``BaseDataset``.
+        **kwargs: Passed to ``BaseDataset`` (``metainfo``, ``indices``, ``lazy_init``, ...).
     """
 
+    NAME = 'CIR'
+    REPORT_NAME = 'cir'
+    SPLITS: Tuple[str, ...] = ()
+    UNLABELLED_SPLITS: Tuple[str, ...] = ()
+    #: Appended to the unknown-split error.
+    SPLIT_HINT = ''
     LAYOUT = ''
+    RECORDS = 'records'
+    RECORD_ID = 'id'
+    #: Attributes put into ``metainfo`` next to ``split`` (the metric states them).
+    METAINFO_KEYS: Tuple[str, ...] = ()
     #: Item keys packed into each query's data sample (``PackCIRInputs(meta_keys=None)``):
     #: what the model (``text``) and the dataset's metric read. Subclasses extend it.
     META_KEYS = ('text', 'ref_index', 'target_index', 'sample_idx', 'ref_img_path', 'ref_name',
                  'tgt_img_path', 'tgt_name')
+    #: Where the images are, for messages (subclasses set it before ``super().__init__``).
+    image_root: Optional[str] = None
 
-    def __init__(self, pipeline: Sequence = (), gallery_pipeline: Optional[Sequence] = None,
-                 report_dir: Optional[str] = None, decode_images: bool = False,
-                 image_cache: Optional[str] = None, **kwargs):
+    def __init__(self, data_root: str, split: str, pipeline: Sequence = (),
+                 gallery_pipeline: Optional[Sequence] = None, skip_missing: bool = False,
+                 check_images: bool = True, report_dir: Optional[str] = None,
+                 decode_images: bool = False, image_cache: Optional[str] = None, **kwargs):
+        if split not in self.SPLITS:
+            raise ValueError(f'Unknown {self.NAME} split {split!r}: expected one of '
+                             f'{self.SPLITS}{self.SPLIT_HINT}.')
+        self.split = split
+        self.has_targets = split not in self.UNLABELLED_SPLITS
+        self.skip_missing = skip_missing
+        self.check_images = check_images
         self.report_dir = report_dir
         self.decode_images = decode_images
         self.image_cache = image_cache
         self.gallery: List[dict] = []
+        self.dropped_ids: List = []
         # Built once, so that settings filled in later (the model's image size) are kept.
         self.gallery_pipeline = (None if gallery_pipeline is None else
                                  self._cached(build_pipeline(gallery_pipeline)))
         transforms = self._cached(build_pipeline(pipeline))
         fill_meta_keys(transforms, self.META_KEYS)
-        super().__init__(pipeline=transforms, **kwargs)
+        metainfo = dict(kwargs.pop('metainfo', None) or {}, split=split,
+                        **{key: getattr(self, key) for key in self.METAINFO_KEYS})
+        super().__init__(data_root=data_root, pipeline=transforms, metainfo=metainfo, **kwargs)
+
+    # ------------------------------------------------------------------ what subclasses write
+    def read_annotations(self) -> Tuple[List[dict], Dict[str, str]]:
+        """The checked records and the gallery (name -> image path, in gallery order)."""
+        raise NotImplementedError
+
+    def record_images(self, record: dict) -> List[str]:
+        """The gallery names of the images ``record`` uses."""
+        raise NotImplementedError
+
+    def make_item(self, record: dict, paths: Dict[str, str], index: Dict[str, int]) -> dict:
+        """The item of a record whose images are all present (``index``: name -> gallery row)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the bookkeeping
+    def load_data_list(self) -> List[dict]:
+        records, paths = self.read_annotations()
+        missing = self.find_missing_images(
+            {self.split: self.images_to_check(records, paths)}).get(self.split, {})
+        index = self.add_to_gallery(paths, missing)
+        kept = self.complete_indices(records, missing)
+        self.dropped_ids = [records[i].get(self.RECORD_ID, i) for i in
+                            sorted(set(range(len(records))) - set(kept))]
+        if self.dropped_ids:
+            print_log(f'{self.NAME} {self.split}: dropped {len(self.dropped_ids)} of '
+                      f'{len(records)} {self.RECORDS} with a missing image; {self.RECORD_ID}s: '
+                      f'{self.dropped_ids}', logger='current')
+        return [self.make_item(records[i], paths, index) for i in kept]
+
+    def images_to_check(self, records: List[dict], paths: Dict[str, str]) -> Dict[str, str]:
+        """Training checks the images its records use (split files may list images no triplet
+        uses); evaluation checks the whole gallery."""
+        if self.split != 'train':
+            return paths
+        used = {name for record in records for name in self.record_images(record)}
+        return {name: path for name, path in paths.items() if name in used}
+
+    def find_missing_images(self, groups: Dict[str, Dict[str, str]]
+                            ) -> Dict[str, Dict[str, str]]:
+        """group -> {name: path} of the missing (or, with ``decode_images``, unreadable)
+        images among ``groups`` (group -> {name: path}: the split, or Fashion-IQ's
+        categories), reported by :func:`report_missing` (raises unless ``skip_missing``);
+        {} when ``check_images`` is off."""
+        if not self.check_images:
+            return {}
+        missing, problems = {}, {}
+        for group, paths in groups.items():
+            found = find_bad_images(paths, decode=self.decode_images)
+            missing[group] = {name: paths[name] for name in found}
+            problems.update(found)
+        where = f' ({self.image_root})' if self.image_root else ''
+        report_missing(missing, {group: len(paths) for group, paths in groups.items()},
+                       f'{self.NAME} {self.split}{where}', self.LAYOUT, self.skip_missing,
+                       self.report_file(), problems)
+        return missing
+
+    def add_to_gallery(self, paths: Dict[str, str], missing: Dict[str, str],
+                       group: Optional[str] = None) -> Dict[str, int]:
+        """Append the present images of ``paths`` (in its order) to :attr:`gallery`.
+
+        Returns:
+            dict: name -> gallery row of the appended images.
+        """
+        start = len(self.gallery)
+        names = [name for name in paths if name not in missing]
+        extra = {} if group is None else dict(group=group)
+        self.gallery.extend(dict(name=name, img_path=paths[name], **extra) for name in names)
+        return {name: start + i for i, name in enumerate(names)}
+
+    def complete_indices(self, records: List[dict], missing: Dict[str, str]) -> List[int]:
+        """Indices of the records none of whose images is missing."""
+        return [i for i, record in enumerate(records)
+                if not any(name in missing for name in self.record_images(record))]
 
     def _cached(self, transforms: List) -> List:
         """With ``image_cache``, the pipeline's cacheable head becomes a cache lookup."""
@@ -252,6 +372,29 @@ class BaseCIRDataset(BaseDataset):
                 transform.store = store
         return len(cached)
 
+    def prepare_for_model(self, image_size: Sequence[int], build_caches: bool = True,
+                          workers: Optional[int] = None) -> Tuple[int, int]:
+        """Make the pipelines ready for a model: resize steps left without a size
+        (``CLIPResizeCrop()``) get the model's input resolution, then the image caches, whose
+        pixels depend on it, are opened (built first where missing and ``build_caches``).
+
+        Called by :class:`~ssn_plugin.engine.ImageSizeFromModelHook` before each run, by the
+        retriever and by ``tools/build_image_cache.py``.
+
+        Args:
+            image_size (Sequence[int]): The model's (H, W).
+            build_caches (bool): Build a missing image cache (on the main process; the others
+                wait). False: a missing cache is an error naming the build command.
+                Defaults to True.
+            workers (int, optional): Threads of a cache build. Defaults to None (up to 16).
+
+        Returns:
+            tuple[int, int]: how many transforms got the size, how many cache lookups were
+            prepared.
+        """
+        filled = fill_image_size(pipeline_transforms(self), image_size)
+        return filled, self.prepare_image_caches(build=build_caches, workers=workers)
+
     def gallery_dataset(self, pipeline: Optional[Sequence] = None) -> CIRGalleryDataset:
         """The gallery images as a dataset, in :attr:`gallery` order."""
         pipeline = self.gallery_pipeline if pipeline is None else pipeline
@@ -261,24 +404,10 @@ class BaseCIRDataset(BaseDataset):
         items = [dict(entry, gallery_index=i) for i, entry in enumerate(self.gallery)]
         return CIRGalleryDataset(items, pipeline)
 
-    def find_missing_images(self, paths: Dict[str, str], dataset_name: str,
-                            what: str) -> Dict[str, str]:
-        """name -> path of the missing (or, with ``decode_images``, unreadable) images among
-        ``paths``, this split's images, reported by :func:`report_missing` (raises unless
-        ``skip_missing``); {} when ``check_images`` is off. Subclasses set ``check_images``,
-        ``skip_missing`` and :attr:`LAYOUT`."""
-        if not self.check_images:
-            return {}
-        problems = find_bad_images(paths, decode=self.decode_images)
-        missing = {name: paths[name] for name in problems}
-        report_missing({self.split: missing}, {self.split: len(paths)}, what, self.LAYOUT,
-                       self.skip_missing, self.report_file(dataset_name), problems)
-        return missing
-
-    def report_file(self, dataset_name: str) -> str:
+    def report_file(self) -> str:
         """Where :func:`report_missing` writes this split's list of missing images."""
         return osp.join(self.report_dir or default_report_dir(),
-                        f'missing_images_{dataset_name}_{self.split}.txt')
+                        f'missing_images_{self.REPORT_NAME}_{self.split}.txt')
 
     @property
     def gallery_names(self) -> List[str]:

@@ -3,8 +3,6 @@ import os.path as osp
 import string
 from typing import Dict, List, Optional, Sequence
 
-from mmengine.logging import print_log
-
 from ssn_plugin.registry import DATASETS
 from .base import BaseCIRDataset, check_record, load_json
 
@@ -76,8 +74,15 @@ class CIRCO(BaseCIRDataset):
             ``BaseDataset``.
     """
 
+    NAME = 'CIRCO'
+    REPORT_NAME = 'circo'
     SPLITS = ('val', 'test')
+    UNLABELLED_SPLITS = ('test', )
+    SPLIT_HINT = ' (CIRCO has no training split)'
     LAYOUT = CIRCO_LAYOUT
+    RECORDS = 'queries'
+    RECORD_ID = 'id'
+    METAINFO_KEYS = ('text_template', )
     META_KEYS = BaseCIRDataset.META_KEYS + ('query_id', 'gt_index', 'semantic_aspects',
                                             'relative_caption', 'shared_concept')
     REQUIRED = {'id': int, 'reference_img_id': int, 'relative_caption': str,
@@ -95,48 +100,30 @@ class CIRCO(BaseCIRDataset):
                  skip_missing: bool = False,
                  check_images: bool = True,
                  **kwargs):
-        if split not in self.SPLITS:
-            raise ValueError(f'Unknown CIRCO split {split!r}: expected one of {self.SPLITS} '
-                             '(CIRCO has no training split).')
         check_template(text_template)
-        self.split = split
         self.text_template = text_template
         coco = osp.join(data_root, 'COCO2017_unlabeled')
         self.image_info = image_info or osp.join(coco, 'annotations',
                                                  'image_info_unlabeled2017.json')
-        self.img_dir = img_dir or osp.join(coco, 'unlabeled2017')
-        self.skip_missing = skip_missing
-        self.check_images = check_images
-        self.has_targets = split == 'val'
-        # The metric states the template with its numbers.
-        metainfo = dict(kwargs.pop('metainfo', None) or {}, split=split,
-                        text_template=text_template)
-        super().__init__(data_root=data_root, pipeline=pipeline,
-                         gallery_pipeline=gallery_pipeline, metainfo=metainfo, **kwargs)
+        self.img_dir = self.image_root = img_dir or osp.join(coco, 'unlabeled2017')
+        super().__init__(data_root=data_root, split=split, pipeline=pipeline,
+                         gallery_pipeline=gallery_pipeline, skip_missing=skip_missing,
+                         check_images=check_images, **kwargs)
+
+    @property
+    def dropped_query_ids(self) -> List[int]:
+        """The ids of the queries dropped because their reference or a ground truth is missing
+        (``skip_missing``): a query scored against part of its ground truth would give a
+        wrong mAP."""
+        return self.dropped_ids
 
     @property
     def annotation_file(self) -> str:
         return osp.join(self.data_root, 'annotations', f'{self.split}.json')
 
-    def load_data_list(self) -> List[dict]:
+    def read_annotations(self):
         paths = self._read_image_info()
-        records = self._read_records(paths)
-        missing = self.find_missing_images(paths, 'circo',
-                                           f'CIRCO {self.split} ({self.img_dir})')
-        names = [name for name in paths if name not in missing]
-        self.gallery = [dict(name=name, img_path=paths[name]) for name in names]
-        index = {name: i for i, name in enumerate(names)}
-        data_list, self.dropped_query_ids = [], []
-        for record in records:
-            if any(str(i) in missing for i in self._record_images(record)):
-                self.dropped_query_ids.append(record['id'])
-            else:
-                data_list.append(self._item(record, paths, index))
-        if self.dropped_query_ids:
-            print_log(f'CIRCO {self.split}: dropped {len(self.dropped_query_ids)} of '
-                      f'{len(records)} queries whose reference or a ground truth is missing; '
-                      f'ids: {self.dropped_query_ids}', logger='current')
-        return data_list
+        return self._read_records(paths), paths
 
     def _read_image_info(self) -> Dict[str, str]:
         """Gallery name (the COCO id as a string) -> image path, in the file's order."""
@@ -179,16 +166,17 @@ class CIRCO(BaseCIRDataset):
                 if record['target_img_id'] not in gts:
                     raise ValueError(f'{where}: target_img_id {record["target_img_id"]} is not '
                                      'among gt_img_ids')
-            unknown = [i for i in self._record_images(record) if str(i) not in paths]
+            unknown = [i for i in (record['reference_img_id'], *record.get('gt_img_ids', []))
+                       if str(i) not in paths]
             if unknown:
                 raise ValueError(f'{where}: images {unknown} are not in {self.image_info}')
         return records
 
-    def _record_images(self, record: dict) -> List[int]:
-        """The reference and (on val) every ground truth of a record."""
-        return [record['reference_img_id'], *record.get('gt_img_ids', [])]
+    def record_images(self, record: dict) -> List[str]:
+        """The reference and (on val) every ground truth of a record, as gallery names."""
+        return [str(i) for i in (record['reference_img_id'], *record.get('gt_img_ids', []))]
 
-    def _item(self, record: dict, paths: Dict[str, str], index: Dict[str, int]) -> dict:
+    def make_item(self, record: dict, paths: Dict[str, str], index: Dict[str, int]) -> dict:
         ref = str(record['reference_img_id'])
         target = str(record['target_img_id']) if self.has_targets else None
         return dict(

@@ -2,8 +2,6 @@
 import os.path as osp
 from typing import List, Optional, Sequence
 
-from mmengine.logging import print_log
-
 from ssn_plugin.registry import DATASETS
 from .base import BaseCIRDataset, check_record, load_json
 
@@ -79,8 +77,13 @@ class CIRR(BaseCIRDataset):
         True
     """
 
+    NAME = 'CIRR'
+    REPORT_NAME = 'cirr'
     SPLITS = ('train', 'val', 'test1')
+    UNLABELLED_SPLITS = ('test1', )
     LAYOUT = CIRR_LAYOUT
+    RECORDS = 'triplets'
+    RECORD_ID = 'pairid'
     META_KEYS = BaseCIRDataset.META_KEYS + ('pairid', 'subset_index', 'group')
     REQUIRED = {'pairid': int, 'reference': str, 'caption': str, 'img_set': dict}
 
@@ -94,18 +97,18 @@ class CIRR(BaseCIRDataset):
                  check_images: bool = True,
                  group_key: Optional[str] = None,
                  **kwargs):
-        if split not in self.SPLITS:
-            raise ValueError(f'Unknown CIRR split {split!r}: expected one of {self.SPLITS}.')
-        self.split = split
         if img_root is None:
             img_root = osp.join(data_root, 'images') if split == 'train' else data_root
-        self.img_root = img_root
-        self.skip_missing = skip_missing
-        self.check_images = check_images
+        self.img_root = self.image_root = img_root
         self.group_key = group_key
-        self.has_targets = split != 'test1'
-        super().__init__(data_root=data_root, pipeline=pipeline,
-                         gallery_pipeline=gallery_pipeline, **kwargs)
+        super().__init__(data_root=data_root, split=split, pipeline=pipeline,
+                         gallery_pipeline=gallery_pipeline, skip_missing=skip_missing,
+                         check_images=check_images, **kwargs)
+
+    @property
+    def dropped_pairids(self) -> List[int]:
+        """The pairids of the triplets dropped for a missing image (``skip_missing``)."""
+        return self.dropped_ids
 
     def annotation_files(self, split: str):
         """(caption file, split file) of ``split`` under this dataset's root."""
@@ -133,27 +136,7 @@ class CIRR(BaseCIRDataset):
         if self.group_key is not None and self.group_key not in record:
             raise ValueError(f'{where}: missing the group key {self.group_key!r}')
 
-    def load_data_list(self) -> List[dict]:
-        records, paths = self._read_annotations()
-        missing = self.find_missing_images(self._images_to_check(records, paths), 'cirr',
-                                           f'CIRR {self.split} ({self.img_root})')
-        names = [name for name in paths if name not in missing]
-        self.gallery = [dict(name=name, img_path=paths[name]) for name in names]
-        index = {name: i for i, name in enumerate(names)}
-        data_list, self.dropped_pairids = [], []
-        for record in records:
-            item = self._item(record, paths, index, missing)
-            if item is None:
-                self.dropped_pairids.append(record['pairid'])
-            else:
-                data_list.append(item)
-        if self.dropped_pairids:
-            print_log(f'CIRR {self.split}: dropped {len(self.dropped_pairids)} of '
-                      f'{len(records)} triplets with a missing image; pairids: '
-                      f'{self.dropped_pairids}', logger='current')
-        return data_list
-
-    def _read_annotations(self):
+    def read_annotations(self):
         """The checked records and the image paths of the split file (name -> path)."""
         records = load_json(self.caption_file, CIRR_LAYOUT)
         name_to_rel = load_json(self.split_file, CIRR_LAYOUT)
@@ -169,7 +152,7 @@ class CIRR(BaseCIRDataset):
         for i, record in enumerate(records):
             self._check_record(i, record)
             where = f'{self.caption_file}, record {i} (pairid {record["pairid"]})'
-            unknown = [n for n in self._record_images(record) if n not in paths]
+            unknown = [n for n in self.record_images(record) if n not in paths]
             if unknown:
                 raise ValueError(f'{where}: images {unknown} are not in {self.split_file}')
             if record['pairid'] in first_record:
@@ -206,22 +189,12 @@ class CIRR(BaseCIRDataset):
                                      f'{caption_file}, e.g. {shared[:5]}; pairids must be '
                                      'unique across splits')
 
-    def _images_to_check(self, records: List[dict], paths: dict) -> dict:
-        """Training checks the images its triplets use; evaluation the whole gallery."""
-        if self.split != 'train':
-            return paths
-        used = {name for record in records for name in self._record_images(record)}
-        return {name: path for name, path in paths.items() if name in used}
-
-    def _record_images(self, record: dict) -> List[str]:
+    def record_images(self, record: dict) -> List[str]:
         """Reference, ``img_set`` members and (with targets) the target of a record."""
         names = [record['reference'], *record['img_set']['members']]
         return names + [record['target_hard']] if self.has_targets else names
 
-    def _item(self, record: dict, paths: dict, index: dict, missing: dict) -> Optional[dict]:
-        """The dataset item of a record; None when one of its images is missing."""
-        if any(name in missing for name in self._record_images(record)):
-            return None
+    def make_item(self, record: dict, paths: dict, index: dict) -> dict:
         target = record['target_hard'] if self.has_targets else None
         item = dict(
             pairid=record['pairid'],

@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence
 from mmengine.logging import print_log
 
 from ssn_plugin.registry import DATASETS
-from .base import BaseCIRDataset, check_record, find_bad_images, load_json, report_missing
+from .base import BaseCIRDataset, check_record, load_json
 
 FIQ_LAYOUT = """\
     data_root/
@@ -75,9 +75,13 @@ class FashionIQ(BaseCIRDataset):
         True
     """
 
+    NAME = 'Fashion-IQ'
+    REPORT_NAME = 'fashioniq'
     SPLITS = ('train', 'val', 'test')
+    UNLABELLED_SPLITS = ('test', )
     CATEGORIES = ('dress', 'shirt', 'toptee')
     LAYOUT = FIQ_LAYOUT
+    METAINFO_KEYS = ('categories', 'gallery_protocol')
     META_KEYS = BaseCIRDataset.META_KEYS + ('category', 'gallery_range')
 
     def __init__(self,
@@ -93,9 +97,6 @@ class FashionIQ(BaseCIRDataset):
                  check_images: bool = True,
                  report_dir: Optional[str] = None,
                  **kwargs):
-        if split not in self.SPLITS:
-            raise ValueError(f'Unknown Fashion-IQ split {split!r}: expected one of '
-                             f'{self.SPLITS}.')
         unknown = [c for c in categories if c not in self.CATEGORIES]
         if unknown or not categories:
             raise ValueError(f'Unknown Fashion-IQ categories {unknown or categories}: expected '
@@ -103,20 +104,14 @@ class FashionIQ(BaseCIRDataset):
         if gallery_protocol not in GALLERY_PROTOCOLS:
             raise ValueError(f'Unknown gallery_protocol {gallery_protocol!r}: expected one of '
                              f'{GALLERY_PROTOCOLS}.')
-        self.split = split
         self.categories = tuple(categories)
         self.gallery_protocol = gallery_protocol
         self.img_dir = img_dir
         self.img_ext = img_ext
-        self.skip_missing = skip_missing
-        self.check_images = check_images
-        self.has_targets = split != 'test'
         self.missing_summary: Dict[str, dict] = {}
-        metainfo = dict(kwargs.pop('metainfo', None) or {}, split=split,
-                        categories=self.categories, gallery_protocol=gallery_protocol)
-        super().__init__(data_root=data_root, pipeline=pipeline,
-                         gallery_pipeline=gallery_pipeline, metainfo=metainfo,
-                         report_dir=report_dir, **kwargs)
+        super().__init__(data_root=data_root, split=split, pipeline=pipeline,
+                         gallery_pipeline=gallery_pipeline, skip_missing=skip_missing,
+                         check_images=check_images, report_dir=report_dir, **kwargs)
 
     def caption_file(self, category: str) -> str:
         return osp.join(self.data_root, 'captions', f'cap.{category}.{self.split}.json')
@@ -153,10 +148,18 @@ class FashionIQ(BaseCIRDataset):
                                      f'{self.split_file(category)}')
         return records, split
 
+    def record_images(self, record: dict) -> List[str]:
+        """The candidate and (with targets) the target of a record."""
+        return [record['candidate'], record['target']] if self.has_targets else [
+            record['candidate']]
+
     def load_data_list(self) -> List[dict]:
+        """Per category: read, check the images, append its gallery, make its items."""
         per_category = {c: self._read_category(c) for c in self.categories}
-        missing = self._find_missing(per_category)
-        data_list, self.gallery = [], []
+        missing = self.find_missing_images({
+            c: self.images_to_check(records, {a: self.image_path(a) for a in split})
+            for c, (records, split) in per_category.items()})
+        data_list = []
         for category, (records, split) in per_category.items():
             data_list += self._category_items(category, records, split,
                                               missing.get(category, {}))
@@ -165,35 +168,18 @@ class FashionIQ(BaseCIRDataset):
                       f'{self.missing_summary}', logger='current')
         return data_list
 
-    def _find_missing(self, per_category: dict) -> Dict[str, Dict[str, str]]:
-        """category -> {name: path} of the missing or unreadable images, reported."""
-        if not self.check_images:
-            return {}
-        missing, problems = {}, {}
-        for category, (records, split) in per_category.items():
-            found = find_bad_images({a: self.image_path(a) for a in self._to_check(records, split)},
-                                    decode=self.decode_images)
-            missing[category] = {a: self.image_path(a) for a in found}
-            problems.update(found)
-        self._report_missing(missing, per_category, problems)
-        return missing
-
     def _category_items(self, category: str, records: List[dict], split: List[str],
                         lost: Dict[str, str]) -> List[dict]:
         """Append the category's gallery to :attr:`gallery`; return its query items."""
         if self.gallery_protocol == 'val-split':
             used = {r['candidate'] for r in records} | {r.get('target') for r in records}
             split = [a for a in split if a in used]
-        names = [a for a in split if a not in lost]
         start = len(self.gallery)
-        index = {a: start + i for i, a in enumerate(names)}
-        self.gallery.extend(dict(name=a, img_path=self.image_path(a), group=category)
-                            for a in names)
+        index = self.add_to_gallery({a: self.image_path(a) for a in split}, lost, category)
         items = []
-        for i, record in enumerate(records):
-            target = record.get('target') if self.has_targets else None
-            if record['candidate'] in lost or (target is not None and target in lost):
-                continue
+        for i in self.complete_indices(records, lost):
+            record = records[i]
+            target = record['target'] if self.has_targets else None
             items.append(dict(
                 category=category,
                 record_idx=i,
@@ -207,20 +193,5 @@ class FashionIQ(BaseCIRDataset):
                 gallery_range=(start, len(self.gallery))))
         self.missing_summary[category] = dict(
             queries=len(items), dropped_queries=len(records) - len(items),
-            gallery=len(names), missing_images=len(lost))
+            gallery=len(index), missing_images=len(lost))
         return items
-
-    def _to_check(self, records: List[dict], split: List[str]) -> List[str]:
-        """Training checks the images its triplets use (the train split files list about
-        21,000 images no triplet uses); evaluation checks the whole gallery."""
-        if self.split != 'train':
-            return split
-        used = {r['candidate'] for r in records} | {r['target'] for r in records}
-        return [a for a in split if a in used]
-
-    def _report_missing(self, missing: Dict[str, Dict[str, str]], per_category,
-                        problems: Dict[str, str]) -> None:
-        report_missing(missing, {c: len(self._to_check(records, split))
-                                 for c, (records, split) in per_category.items()},
-                       f'Fashion-IQ {self.split}', FIQ_LAYOUT, self.skip_missing,
-                       self.report_file('fashioniq'), problems)

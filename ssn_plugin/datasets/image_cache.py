@@ -278,6 +278,8 @@ class CachedCIRImages(BaseTransform):
         name (str): The store's name, e.g. ``cirr_train``. Defaults to 'images'.
     """
 
+    deterministic_pixels = True
+
     def __init__(self, transforms: Sequence, cache_root: str,
                  keys: Sequence[str] = ('ref_img', 'tgt_img'), name: str = 'images'):
         built = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in transforms]

@@ -40,6 +40,9 @@ class LoadCIRImages(BaseTransform):
         keys (Sequence[str]): Image keys to load. Defaults to ``('ref_img', 'tgt_img')``.
     """
 
+    #: An image file gives the same pixels at every call (read by FreezeVisionTowerHook).
+    deterministic_pixels = True
+
     def __init__(self, keys: Sequence[str] = ('ref_img', 'tgt_img')):
         self.keys = tuple(keys)
 
@@ -83,6 +86,8 @@ class CLIPResizeCrop(BaseTransform):
             (:func:`fill_image_size`) from the model they run. Defaults to None.
         keys (Sequence[str]): Image keys. Defaults to ``IMAGE_KEYS``.
     """
+
+    deterministic_pixels = True
 
     def __init__(self, size: Optional[Union[int, Sequence[int]]] = None,
                  keys: Sequence[str] = IMAGE_KEYS):
@@ -155,6 +160,8 @@ class TargetPad(BaseTransform):
         keys (Sequence[str]): Image keys. Defaults to ``IMAGE_KEYS``.
     """
 
+    deterministic_pixels = True
+
     def __init__(self, target_ratio: float = 1.25, keys: Sequence[str] = IMAGE_KEYS):
         if target_ratio < 1:
             raise ValueError(f'target_ratio must be >= 1, got {target_ratio}')
@@ -196,6 +203,8 @@ class PackCIRInputs(BaseTransform):
             triplets) or ``GALLERY_META_KEYS`` (gallery images) with :func:`fill_meta_keys`;
             left None outside a dataset, nothing but the images is packed. Defaults to None.
     """
+
+    deterministic_pixels = True
 
     def __init__(self, keys: Sequence[str] = IMAGE_KEYS,
                  meta_keys: Optional[Sequence[str]] = None):
@@ -273,6 +282,9 @@ class ComposeFIQCaption(BaseTransform):
             which MMEngine seeds per worker); False gives the evaluation form.
             Defaults to False.
     """
+
+    #: Changes the text only, even with ``random=True``.
+    deterministic_pixels = True
 
     def __init__(self, random: bool = False):
         self.random = random

@@ -255,8 +255,11 @@ def circo_metrics(query_feats: torch.Tensor,
                   gt_index: torch.Tensor,
                   target_index: Optional[torch.Tensor] = None,
                   ks: Sequence[int] = (5, 10, 25, 50),
-                  chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Dict[str, float]:
-    """CIRCO mAP@K (and Recall@K of the annotated target), in percent.
+                  chunk_elems: int = DEFAULT_CHUNK_ELEMS,
+                  semantic_aspects: Optional[Sequence[Sequence[str]]] = None,
+                  aspect_k: int = 10) -> Dict[str, float]:
+    """CIRCO mAP@K (and Recall@K of the annotated target, mAP@aspect_k per semantic aspect),
+    in percent.
 
     The dataset authors' protocol: the whole gallery is ranked by cosine similarity, the
     reference is **not** removed; AP@K = sum over ranks r <= K that hold a ground truth of
@@ -271,9 +274,13 @@ def circo_metrics(query_feats: torch.Tensor,
             ground truths) for Recall@K; None (the test split) skips recall. Defaults to None.
         ks (Sequence[int]): The K values. Defaults to (5, 10, 25, 50).
         chunk_elems (int): Similarities held at once while ranking. Defaults to 2**25.
+        semantic_aspects (Sequence[Sequence[str]], optional): Each query's aspects, for the
+            per-aspect breakdown of :func:`circo_scores`. Defaults to None.
+        aspect_k (int): K of that breakdown. Defaults to 10.
 
     Returns:
-        dict: ``mAP@K`` per K and, with ``target_index``, ``R@K``.
+        dict: ``mAP@K`` per K, with ``target_index`` ``R@K``, with ``semantic_aspects``
+        ``<aspect>/mAP@<aspect_k>``.
 
     Examples:
         >>> import torch
@@ -286,11 +293,47 @@ def circo_metrics(query_feats: torch.Tensor,
     gt_index = checked_gt_index(gt_index, query_feats.shape[0], gallery_feats.shape[0])
     ranked = rank_gallery(query_feats, gallery_feats, target_index=target_index,
                           topk=min(max(ks), gallery_feats.shape[0]), chunk_elems=chunk_elems)
-    ap = circo_average_precision(ranked['topk_index'].cpu(), gt_index, ks)
+    return circo_scores(ranked['topk_index'].cpu(), gt_index, ks,
+                        target_rank=ranked['target_rank'] if target_index is not None else None,
+                        semantic_aspects=semantic_aspects, aspect_k=aspect_k)
+
+
+def circo_scores(topk_index: torch.Tensor,
+                 gt_index: torch.Tensor,
+                 ks: Sequence[int],
+                 target_rank: Optional[torch.Tensor] = None,
+                 semantic_aspects: Optional[Sequence[Sequence[str]]] = None,
+                 aspect_k: int = 10) -> Dict[str, float]:
+    """CIRCO's numbers from a ranking, in percent: what :func:`circo_metrics` and
+    :class:`~ssn_plugin.evaluation.CIRCOMetric` both return.
+
+    Args:
+        topk_index (Tensor): [N, >= max(ks)] gallery indices, best first.
+        gt_index (Tensor): [N, M] ground-truth indices padded with -1 (see
+            :func:`checked_gt_index`).
+        ks (Sequence[int]): The K values.
+        target_rank (Tensor, optional): [N] 0-based rank of the annotated target, for R@K.
+            Defaults to None (no recall).
+        semantic_aspects (Sequence[Sequence[str]], optional): Each query's aspects; adds
+            ``<aspect>/mAP@<aspect_k>``, the mean AP@aspect_k over the queries that have the
+            aspect (a query counts for each of its aspects). Defaults to None.
+        aspect_k (int): K of the per-aspect breakdown, one of ``ks``. Defaults to 10.
+
+    Returns:
+        dict: ``mAP@K`` per K, then ``R@K`` per K, then ``<aspect>/mAP@<aspect_k>`` in sorted
+        aspect order.
+    """
+    ap = circo_average_precision(topk_index, gt_index, ks)
     result = {f'mAP@{k}': 100.0 * float(ap[k].mean()) for k in ks}
-    if target_index is not None:
-        _require_found(ranked['target_rank'], 'target in the gallery')
-        result.update({f'R@{k}': recall_at_k(ranked['target_rank'], k) for k in ks})
+    if target_rank is not None:
+        _require_found(target_rank, 'target in the gallery')
+        result.update({f'R@{k}': recall_at_k(target_rank, k) for k in ks})
+    if semantic_aspects is not None:
+        if aspect_k not in ap:
+            raise ValueError(f'aspect_k={aspect_k} must be one of ks={tuple(ks)}')
+        for aspect in sorted({a for aspects in semantic_aspects for a in aspects}):
+            rows = torch.tensor([aspect in aspects for aspects in semantic_aspects])
+            result[f'{aspect}/mAP@{aspect_k}'] = 100.0 * float(ap[aspect_k][rows].mean())
     return result
 
 

@@ -6,7 +6,6 @@ duplicates) and ``compute_metrics`` calls the pure functions. The gallery featur
 :class:`~ssn_plugin.engine.GalleryFeatureHook`, which encodes the gallery once per evaluation
 and hands it to every metric that has ``set_gallery``.
 """
-import json
 import logging
 import os
 import os.path as osp
@@ -19,16 +18,10 @@ from prettytable import PrettyTable
 
 from ssn_plugin.registry import METRICS
 from ssn_plugin.visualization import draw_retrieval_grid
-from .functional import (DEFAULT_CHUNK_ELEMS, checked_gt_index, circo_average_precision,
-                         cirr_recalls_from_ranks, fashioniq_recalls, rank_gallery, recall_at_k,
+from .functional import (DEFAULT_CHUNK_ELEMS, checked_gt_index, circo_scores,
+                         cirr_recalls_from_ranks, fashioniq_recalls, rank_gallery,
                          recalls_by_group)
-
-# The CIRR evaluation server's limit on an uploaded file.
-CIRR_SERVER_MAX_BYTES = 5 * 1024 * 1024
-# We know of no published size limit of the CIRCO server; a full test file (800 x 50 ids) is
-# about 0.3 MB, so a file over this bound means a broken export.
-CIRCO_SERVER_MAX_BYTES = 5 * 1024 * 1024
-
+from .submissions import write_circo_submission, write_cirr_submission
 
 class GalleryMetric(BaseMetric):
     """A metric that ranks queries against a gallery set by :meth:`set_gallery`.
@@ -139,37 +132,6 @@ class GalleryMetric(BaseMetric):
         table.field_names = list(columns) + list(extra or {})
         table.add_row([f'{v:.2f}' for v in values] + list((extra or {}).values()))
         print_log(f'{title}\n{table.get_string()}', logger='current')
-
-
-def dump_submission(path: str, content: dict, max_bytes: int, server: str,
-                    sort_keys: bool = False) -> str:
-    """Write a test-server file as compact JSON and refuse one over ``max_bytes``."""
-    with open(path, 'w') as f:
-        json.dump(content, f, sort_keys=sort_keys, separators=(',', ':'))
-    size = osp.getsize(path)
-    if size > max_bytes:
-        raise RuntimeError(f'{path} is {size} bytes, over the {max_bytes} bytes allowed for an '
-                           f'upload to the {server} server')
-    return path
-
-
-def write_cirr_submission(out_dir: str, name: str, pairids: Sequence[int],
-                          top_names: Sequence[Sequence[str]],
-                          subset_names: Sequence[Sequence[str]]) -> List[str]:
-    """Write the two rc2 files the CIRR evaluation server expects (docs/evaluation.md, section 3).
-
-    Returns:
-        list[str]: the paths of ``recall_submission_<name>.json`` and
-        ``recall_subset_submission_<name>.json``.
-    """
-    os.makedirs(out_dir, exist_ok=True)
-    paths = []
-    for metric, ranked in (('recall', top_names), ('recall_subset', subset_names)):
-        content = {'version': 'rc2', 'metric': metric}
-        content.update({str(int(p)): list(names) for p, names in zip(pairids, ranked)})
-        paths.append(dump_submission(osp.join(out_dir, f'{metric}_submission_{name}.json'),
-                                     content, CIRR_SERVER_MAX_BYTES, 'CIRR', sort_keys=True))
-    return paths
 
 
 @METRICS.register_module()
@@ -360,23 +322,6 @@ class FashionIQMetric(GalleryMetric):
         return metrics
 
 
-def write_circo_submission(path: str, query_ids: Sequence[int],
-                           top_ids: Sequence[Sequence[int]]) -> str:
-    """Write the JSON the CIRCO evaluation server expects: ``{"<query id>": [50 image ids]}``.
-
-    Every list must hold unique ids (the server rejects repeats); the file is checked against
-    :data:`CIRCO_SERVER_MAX_BYTES`.
-    """
-    content = {}
-    for query_id, ids in zip(query_ids, top_ids):
-        ids = [int(i) for i in ids]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f'query {query_id}: the exported list repeats image ids')
-        content[str(int(query_id))] = ids
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    return dump_submission(path, content, CIRCO_SERVER_MAX_BYTES, 'CIRCO')
-
-
 @METRICS.register_module()
 class CIRCOMetric(GalleryMetric):
     """CIRCO mAP@{5,10,25,50}, Recall@K of the annotated target, mAP@10 per semantic aspect
@@ -451,21 +396,20 @@ class CIRCOMetric(GalleryMetric):
         gt_index = checked_gt_index(
             [r['gt_index'] + [-1] * (width - len(r['gt_index'])) for r in results],
             len(results), gallery_size)
-        ap = circo_average_precision(top, gt_index, self.ks)
-        metrics = {f'mAP@{k}': 100.0 * float(ap[k].mean()) for k in self.ks}
-        metrics.update({f'R@{k}': recall_at_k(ranked['target_rank'], k) for k in self.ks})
+        aspects = [r['semantic_aspects'] for r in results]
+        metrics = circo_scores(top, gt_index, self.ks, target_rank=ranked['target_rank'],
+                               semantic_aspects=aspects, aspect_k=self.aspect_k)
+        overall = [k for k in metrics if '/' not in k]
         template = (self.dataset_meta or {}).get('text_template', 'unknown')
         self._log_table(f'CIRCO (%) of {len(results)} queries, gallery of {gallery_size} '
                         f'images, reference kept in the gallery, text "{template}":',
-                        list(metrics), list(metrics.values()))
-        aspects = sorted({a for r in results for a in r['semantic_aspects']})
-        if aspects:
+                        overall, [metrics[k] for k in overall])
+        by_aspect = [k for k in metrics if '/' in k]
+        if by_aspect:
             table = PrettyTable(['semantic aspect', 'queries', f'mAP@{self.aspect_k}'])
-            for aspect in aspects:
-                rows = torch.tensor([aspect in r['semantic_aspects'] for r in results])
-                value = 100.0 * float(ap[self.aspect_k][rows].mean())
-                metrics[f'{aspect}/mAP@{self.aspect_k}'] = value
-                table.add_row([aspect, int(rows.sum()), f'{value:.2f}'])
+            for key in by_aspect:
+                aspect = key.split('/')[0]
+                table.add_row([aspect, sum(aspect in a for a in aspects), f'{metrics[key]:.2f}'])
             print_log(f'CIRCO mAP@{self.aspect_k} (%) by semantic aspect (a query counts for '
                       f'each of its aspects):\n{table.get_string()}', logger='current')
         return metrics

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ssn_plugin.evaluation import CIRCOMetric
 from ssn_plugin.evaluation.functional import circo_metrics
-from ssn_plugin.evaluation.metrics import CIRCO_SERVER_MAX_BYTES
+from ssn_plugin.evaluation.submissions import CIRCO_SERVER_MAX_BYTES
 
 
 def reference_map(query, gallery, gt_lists, k):
@@ -100,6 +100,27 @@ def test_metric_equals_the_reference_formula_and_breaks_down_by_aspect():
     target = torch.tensor([s['target_index'] for s in samples])
     ranks = (scores > scores.gather(1, target[:, None])).sum(1)
     assert out['circo/R@5'] == pytest.approx(100.0 * float((ranks < 5).float().mean()))
+
+
+def test_the_function_breaks_down_by_aspect_as_the_metric_does():
+    """circo_metrics with semantic_aspects returns the metric's numbers, key for key: one
+    route for the per-aspect mAP."""
+    queries, gallery, samples = _val_results(seed=1)
+    metric = CIRCOMetric()
+    metric.set_gallery(gallery, [str(10_000 + i) for i in range(gallery.shape[0])])
+    metric.process(None, samples)
+    out = metric.evaluate(len(samples))
+    width = max(len(s['gt_index']) for s in samples)
+    gt_index = torch.tensor([s['gt_index'] + [-1] * (width - len(s['gt_index']))
+                             for s in samples])
+    expected = circo_metrics(queries, gallery, gt_index,
+                             torch.tensor([s['target_index'] for s in samples]),
+                             semantic_aspects=[s['semantic_aspects'] for s in samples])
+    assert out == {f'circo/{k}': v for k, v in expected.items()}
+    both = [i for i, s in enumerate(samples) if 'addition' in s['semantic_aspects']]
+    assert expected['addition/mAP@10'] == pytest.approx(
+        reference_map(queries[both], gallery, [s['gt_index'] for s in samples if
+                                               'addition' in s['semantic_aspects']], 10))
 
 
 def test_test_export_has_every_query_and_50_unique_ids(tmp_path):

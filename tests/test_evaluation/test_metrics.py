@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from helpers import shared_data
 from ssn_plugin.datasets import CIRR
 from ssn_plugin.evaluation import CIRRMetric, cirr_recalls
-from ssn_plugin.evaluation.metrics import CIRR_SERVER_MAX_BYTES
+from ssn_plugin.evaluation.submissions import CIRR_SERVER_MAX_BYTES
 
 
 def features_for(dataset, dim=16, noise=1.0, seed=0):

@@ -1,14 +1,14 @@
 """Summarise a ``mutmut run``: the score, and every surviving mutant with its reason.
 
     OMP_NUM_THREADS=1 SSN_SHARED_DATA=../shared/data mutmut run --max-children 2
-    python tools/mutation_report.py [--out benchmarks/mutation_survivors.md]
+    python dev/mutation_report.py [--out dev/mutation_survivors.md]
 
 mutmut finds the tests of a mutant by tracing calls in the test process; code that only runs in
 subprocesses (the 2-process gradient gather) gets "no tests". ``--run-untraced TEST`` runs each
 such mutant with TEST in mutmut's ``mutants/`` copy (``MUTANT_UNDER_TEST`` set, which the
-subprocesses inherit) and records the outcome in ``benchmarks/mutation_untraced.tsv``.
+subprocesses inherit) and records the outcome in ``dev/mutation_untraced.tsv``.
 
-Survivors are matched against ``benchmarks/mutation_equivalents.tsv`` (``mutant name<TAB>reason``
+Survivors are matched against ``dev/mutation_equivalents.tsv`` (``mutant name<TAB>reason``
 per line, maintained by hand): a listed survivor is an *equivalent* mutant (it changes no
 observable behaviour; the reason says why); an unlisted one is *unexplained* and needs a sharper
 test. The score is killed / (mutants - equivalent). The report lists each survivor's diff.
@@ -24,8 +24,8 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-EQUIVALENTS = osp.join(ROOT, 'benchmarks', 'mutation_equivalents.tsv')
-UNTRACED = osp.join(ROOT, 'benchmarks', 'mutation_untraced.tsv')
+EQUIVALENTS = osp.join(ROOT, 'dev', 'mutation_equivalents.tsv')
+UNTRACED = osp.join(ROOT, 'dev', 'mutation_untraced.tsv')
 NO_TESTS = 33
 # mutmut's exit codes: 0 = the tests passed (survived), 1 = a test failed (killed), others:
 # timeouts (-24, SIGXCPU) and crashes, which count as killed; None = not run.
@@ -86,7 +86,7 @@ def diff_of(name: str) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--mutants', default=osp.join(ROOT, 'mutants'))
-    parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'mutation_survivors.md'))
+    parser.add_argument('--out', default=osp.join(ROOT, 'dev', 'mutation_survivors.md'))
     parser.add_argument('--run-untraced', metavar='TEST',
                         help='run the mutants mutmut found no test for with this test file')
     args = parser.parse_args(argv)
@@ -110,7 +110,7 @@ def main(argv=None):
     per_file = collections.Counter(n.split('.x')[0] for n in results)
     lines = [
         '# Mutation testing results', '',
-        f'`mutmut run` + `python tools/mutation_report.py`, {time.strftime("%Y-%m-%d")}. '
+        f'`mutmut run` + `python dev/mutation_report.py`, {time.strftime("%Y-%m-%d")}. '
         f'{len(results)} mutants in '
         f'{", ".join(f"{k} ({v})" for k, v in sorted(per_file.items()))}.',
         '',
