@@ -4,8 +4,9 @@
     python tools/demo_app.py CONFIG CHECKPOINT --index FILE
 
 Needs the demo extra: pip install -e ".[demo]". The page listens on 127.0.0.1 unless --host
-says otherwise. A gallery that cannot be indexed (no images, an index built by other weights)
-still opens the page, which shows why.
+says otherwise, and serves only pictures it makes (thumbnails), never files from disk. A
+gallery that cannot be indexed (no images, an index built by other weights or not matching its
+files) still opens the page, which shows why; unreadable gallery files are listed there.
 """
 import argparse
 import os.path as osp
@@ -33,7 +34,8 @@ def parse_args(argv=None):
 
 
 def make_session(args) -> DemoSession:
-    """Index the gallery (or load the index); a failure becomes the page's message."""
+    """Index the gallery (or load the index); a failure becomes the page's message, and
+    gallery files that cannot be read are left out and listed on the page."""
     retriever = CIRRetriever(args.config, args.checkpoint, device=args.device,
                              batch_size=args.batch_size)
     start = time.perf_counter()
@@ -41,30 +43,30 @@ def make_session(args) -> DemoSession:
         if args.index:
             retriever.load_index(args.index)
         else:
-            retriever.index(args.gallery)
-    except (ValueError, FileNotFoundError) as err:
+            retriever.index(args.gallery, skip_unreadable=True)
+    except (ValueError, OSError) as err:
         print(f'The page will show: {err}')
         return DemoSession(None, args.page_size, error=str(err))
     print(f'Indexed {len(retriever.names)} images in {time.perf_counter() - start:.1f} s')
+    notice = None
+    if retriever.skipped:
+        notice = (f'{len(retriever.skipped)} gallery files could not be read and are left out: '
+                  + '; '.join(f'{osp.basename(p)} ({why})'
+                              for p, why in sorted(retriever.skipped.items())[:10]))
+        print(notice)
     if args.save_index:
         retriever.save_index(args.save_index)
         print(f'Index saved to {args.save_index}')
-    return DemoSession(retriever, args.page_size)
-
-
-def allowed_folders(session: DemoSession) -> list:
-    """The folders the page may serve images from: those holding the gallery."""
-    if session.retriever is None:
-        return []
-    return sorted({osp.dirname(p) for p in session.retriever.paths})
+    return DemoSession(retriever, args.page_size, notice=notice)
 
 
 def main(argv=None):
     args = parse_args(argv)
     session = make_session(args)
     app = build_app(session)
-    app.launch(server_name=args.host, server_port=args.port,
-               allowed_paths=allowed_folders(session))
+    # No allowed_paths: the page shows thumbnails it makes itself (web_demo.thumbnail), so no
+    # file of the gallery's folders, nor the gallery files themselves, can be requested.
+    app.launch(server_name=args.host, server_port=args.port)
 
 
 if __name__ == '__main__':

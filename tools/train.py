@@ -5,6 +5,7 @@ from mmengine.config import Config
 
 from ssn_plugin.cli import (add_runner_args, apply_cfg_options, apply_runner_args,
                             parse_runner_args, run_runner)
+from ssn_plugin.engine.hooks.safe_checkpoint_loader_hook import RESUME_OR_START
 
 
 def parse_args(argv=None):
@@ -12,7 +13,12 @@ def parse_args(argv=None):
     parser.add_argument('config', help='train config file path')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
-        help='resume from CKPT; without a value, from the latest checkpoint in the work dir')
+        help='resume from CKPT; without a value, from the checkpoint the work dir\'s '
+        'last_checkpoint names (an error when there is none)')
+    parser.add_argument(
+        '--resume-or-start', action='store_true',
+        help='resume from the work dir\'s latest checkpoint if there is one, else start a '
+        'fresh run (for jobs that a scheduler restarts)')
     parser.add_argument('--amp', action='store_true',
                         help='mixed-precision training (needs a GPU)')
     parser.add_argument('--no-validate', action='store_true',
@@ -32,7 +38,12 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         if optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':
             optim_wrapper.type = 'AmpOptimWrapper'
             optim_wrapper.setdefault('loss_scale', 'dynamic')
-    if args.resume == 'auto':
+    if args.resume_or_start:
+        if args.resume is not None:
+            raise ValueError('--resume and --resume-or-start exclude each other')
+        cfg.resume = RESUME_OR_START
+        cfg.load_from = None
+    elif args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:

@@ -31,5 +31,5 @@ model = dict(
 optim_wrapper = dict(type='AmpOptimWrapper')
 
 default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
+    checkpoint=dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=3,
                     save_best='cirr/Avg', rule='greater'))

@@ -33,12 +33,17 @@ train_pipeline = [
     dict(type='LoadCIRImages', keys=('ref_img', 'tgt_img')),
     dict(type='PackCIRInputs', keys=('ref_img', 'tgt_img')),
 ]
+# The generated images are already 64 px, so the evaluation pipelines' resize (to the model's
+# size) changes none of them; it is there for photos of any size given to tools/retrieve.py or
+# uploaded on the web page.
 query_pipeline = [
     dict(type='LoadCIRImages', keys=('ref_img', )),
+    dict(type='CLIPResizeCrop', keys=('ref_img', )),
     dict(type='PackCIRInputs', keys=('ref_img', )),
 ]
 gallery_pipeline = [
     dict(type='LoadCIRImages', keys=('img', )),
+    dict(type='CLIPResizeCrop', keys=('img', )),
     dict(type='PackCIRInputs', keys=('img', )),
 ]
 train_dataloader = dict(
@@ -91,5 +96,5 @@ test_cfg = dict()
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
-    checkpoint=dict(type='CheckpointHook', interval=4, max_keep_ckpts=1,
+    checkpoint=dict(type='SafeCheckpointHook', interval=4, max_keep_ckpts=1,
                     save_best='cirr/Avg', rule='greater'))

@@ -45,5 +45,5 @@ custom_hooks = [
 find_unused_parameters = True
 
 default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
+    checkpoint=dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=3,
                     save_best='fiq/overall', rule='greater'))

@@ -12,6 +12,7 @@ from mmengine.utils import ProgressBar
 from PIL import Image
 
 from ssn_plugin.datasets.base import BaseCIRDataset, build_pipeline
+from ssn_plugin.datasets.image_io import as_rgb_image
 from ssn_plugin.datasets.transforms import LoadCIRImages, fill_image_size
 from ssn_plugin.engine import load_local_checkpoint, safe_load
 from ssn_plugin.engine.checkpoint import strip_ddp_prefix
@@ -21,17 +22,71 @@ from ssn_plugin.registry import MODELS
 from ssn_plugin.version import __version__
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.gif', '.tif', '.tiff')
-INDEX_FORMAT = 1
+# 2: paths are real paths, and each file's stamp is saved and checked on load.
+INDEX_FORMAT = 2
 
 
 def list_images(folder: str) -> List[str]:
-    """Image files under ``folder`` (recursively), sorted."""
+    """Image files under ``folder`` (recursively, symlinked sub-folders included, each real
+    folder once), sorted."""
     if not osp.isdir(folder):
         raise FileNotFoundError(f'gallery folder not found: {folder}')
-    found = []
-    for root, _, files in os.walk(folder):
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = osp.realpath(root)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            dirs[:] = []
+            continue
+        seen.add(real)
         found += [osp.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
     return sorted(found)
+
+
+def file_stamp(path: str) -> List[int]:
+    """(size, modification time in ns) of a file: what an index checks on load."""
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def unique_files(names: List[str], paths: List[str]):
+    """Names and real paths with each file once (the first name kept)."""
+    seen, kept_names, kept_paths = set(), [], []
+    for name, path in zip(names, paths):
+        real = osp.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            kept_names.append(name)
+            kept_paths.append(real)
+    return kept_names, kept_paths
+
+
+def index_problems(paths: Sequence, stamps: Sequence) -> List[str]:
+    """What is wrong with the files a saved index names: one line per file."""
+    if not (isinstance(paths, list) and isinstance(stamps, list) and len(paths) == len(stamps)):
+        return ['paths and stamps are not two lists of one length']
+    problems = []
+    for path, stamp in zip(paths, stamps):
+        if not (isinstance(path, str) and path.lower().endswith(IMAGE_EXTENSIONS)):
+            problems.append(f'  {path!r}: not an image file name')
+        elif not osp.isfile(path):
+            problems.append(f'  {path}: deleted')
+        elif file_stamp(path) != list(stamp):
+            problems.append(f'  {path}: changed since the index was saved')
+    return problems
+
+
+def check_queries(images: Sequence, texts: Sequence, topk) -> None:
+    """Refuse degenerate queries with a message instead of a raw error later."""
+    if type(topk) is not int or topk < 1:
+        raise ValueError(f'topk must be a positive int, got {topk!r}')
+    if isinstance(images, (str, Image.Image)) or isinstance(texts, str):
+        raise TypeError('query_batch takes a list of images and a list of texts; use query() '
+                        'for one')
+    if len(images) == 0:
+        raise ValueError('query_batch got no queries (an empty list of images)')
+    if len(images) != len(texts):
+        raise ValueError(f'query_batch got {len(images)} images and {len(texts)} texts; one '
+                         'text per image')
 
 
 class CIRRetriever:
@@ -84,6 +139,7 @@ class CIRRetriever:
         self.feats: Optional[torch.Tensor] = None
         self._position: dict = {}  # absolute image path -> gallery index
         self._digest: Optional[str] = None
+        self.skipped: dict = {}  # unreadable gallery files left out by index(), path -> why
 
     def _load_weights(self, checkpoint: str) -> None:
         """Every weight from a ``tools/train.py`` checkpoint (safe loading, DDP prefix off)."""
@@ -114,19 +170,29 @@ class CIRRetriever:
         return self._digest
 
     # ------------------------------------------------------------------ encoding
-    def _batch_images(self, paths: Sequence[Union[str, Image.Image]]) -> torch.Tensor:
+    def _batch_images(self, paths: Sequence[Union[str, Image.Image]],
+                      failures: Optional[dict] = None) -> Optional[torch.Tensor]:
+        """The preprocessed batch; with ``failures``, unreadable files go there (path ->
+        reason) instead of raising (None when no file of the batch is readable)."""
         samples = []
         for path in paths:
-            if isinstance(path, Image.Image):
-                results = dict(img_path=None, img=path.convert('RGB'))
-                # An in-memory image skips the loading step.
-                for transform in self.pipeline.transforms:
-                    if not isinstance(transform, LoadCIRImages):
-                        results = transform(results)
-                samples.append(results)
-            else:
-                samples.append(self.pipeline(dict(img_path=path)))
-        return self._preprocess(samples)
+            try:
+                samples.append(self._sample(path))
+            except (OSError, ValueError) as err:
+                if failures is None:
+                    raise
+                failures[path] = f'{type(err).__name__}: {err}'
+        return self._preprocess(samples) if samples else None
+
+    def _sample(self, image: Union[str, Image.Image]) -> dict:
+        if not isinstance(image, Image.Image):
+            return self.pipeline(dict(img_path=image))
+        results = dict(img_path=None, img=as_rgb_image(image))
+        # An in-memory image skips the loading step.
+        for transform in self.pipeline.transforms:
+            if not isinstance(transform, LoadCIRImages):
+                results = transform(results)
+        return results
 
     def _preprocess(self, samples: Sequence[dict]) -> torch.Tensor:
         """Packed samples -> the normalised image batch on the model's device."""
@@ -135,10 +201,12 @@ class CIRRetriever:
         return self.model.data_preprocessor(data, False)['inputs']['img']
 
     @torch.no_grad()
-    def encode_images(self, paths: Sequence[str], progress: bool = True) -> torch.Tensor:
-        """L2-normalised gallery features [G, D] of image files, in batches."""
-        return self._encode_batches(len(paths), lambda part: self._batch_images(paths[part]),
-                                    progress)
+    def encode_images(self, paths: Sequence[str], progress: bool = True,
+                      failures: Optional[dict] = None) -> torch.Tensor:
+        """L2-normalised gallery features [G, D] of image files, in batches; with
+        ``failures`` (a dict), unreadable files are left out and recorded there."""
+        return self._encode_batches(
+            len(paths), lambda part: self._batch_images(paths[part], failures), progress)
 
     @torch.no_grad()
     def encode_dataset_gallery(self, dataset: BaseCIRDataset,
@@ -158,11 +226,13 @@ class CIRRetriever:
         feats = []
         for start in range(0, count, self.batch_size):
             part = slice(start, min(start + self.batch_size, count))
-            feats.append(self.model.gallery_features(batch_of(part)).float().cpu())
+            batch = batch_of(part)
+            if batch is not None:
+                feats.append(self.model.gallery_features(batch).float().cpu())
             if bar is not None:
                 for _ in range(part.stop - part.start):
                     bar.update()
-        return torch.cat(feats)
+        return torch.cat(feats) if feats else torch.zeros(0, 0)
 
     @torch.no_grad()
     def encode_queries(self, images: Sequence[Union[str, Image.Image]],
@@ -174,15 +244,22 @@ class CIRRetriever:
 
     # ------------------------------------------------------------------ index
     def index(self, images: Union[str, Sequence[str], BaseCIRDataset],
-              progress: bool = True) -> 'CIRRetriever':
+              progress: bool = True, skip_unreadable: bool = False) -> 'CIRRetriever':
         """Encode a gallery: a folder, a list of image paths, or a CIR dataset's gallery (read
-        from its image cache when the dataset has one)."""
+        from its image cache when the dataset has one).
+
+        A file listed twice (also through a symlink) is indexed once. An unreadable file
+        (truncated, not an image, over the size bounds) stops the indexing, after all files
+        were tried, with the full list; with ``skip_unreadable`` it is left out and listed in
+        :attr:`skipped` (``path -> reason``).
+        """
+        self.skipped = {}
         if isinstance(images, BaseCIRDataset):
             names = images.gallery_names
             paths = [entry['img_path'] for entry in images.gallery]
             if images.image_cache and images.gallery_pipeline:
                 self._set_index(self.encode_dataset_gallery(images, progress), names,
-                                [osp.abspath(p) for p in paths])
+                                [osp.realpath(p) for p in paths])
                 return self
         elif isinstance(images, str):
             paths = list_images(images)
@@ -190,31 +267,53 @@ class CIRRetriever:
         else:
             paths = [str(p) for p in images]
             names = list(paths)
+        names, paths = unique_files(names, paths)
         if not paths:
             raise ValueError(f'empty gallery: no images found in {images!r}')
-        self._set_index(self.encode_images(paths, progress=progress), names,
-                        [osp.abspath(p) for p in paths])
+        failures: dict = {}
+        feats = self.encode_images(paths, progress=progress, failures=failures)
+        if failures and not skip_unreadable:
+            listing = '\n'.join(f'  {p}: {why}' for p, why in sorted(failures.items()))
+            raise OSError(f'{len(failures)} of {len(paths)} gallery files cannot be read:\n'
+                          f'{listing}\n(skip_unreadable=True leaves them out, listed)')
+        self.skipped = failures
+        kept = [(n, p) for n, p in zip(names, paths) if p not in failures]
+        if not kept:
+            raise ValueError(f'empty gallery: none of the {len(paths)} images in {images!r} '
+                             'can be read')
+        self._set_index(feats, [n for n, _ in kept], [p for _, p in kept])
         return self
 
     def save_index(self, path: str) -> None:
-        """Save features, names, paths and the model digest in one file."""
+        """Save features, names, paths, each file's stamp and the model digest in one file."""
         self._require_index()
         torch.save(dict(format=INDEX_FORMAT, version=__version__, feats=self.feats,
-                        names=self.names, paths=self.paths, model_digest=self.model_digest),
-                   path)
+                        names=self.names, paths=self.paths,
+                        stamps=[file_stamp(p) for p in self.paths],
+                        model_digest=self.model_digest), path)
 
     def load_index(self, path: str) -> 'CIRRetriever':
-        """Load an index saved by :meth:`save_index`; refuse one built by other weights."""
+        """Load an index saved by :meth:`save_index`.
+
+        Refused: an index built by other weights, and one whose files are not the gallery it
+        claims: a path that is not an image file (by extension), a file deleted, or changed
+        (size or modification time) since the index was saved. The error lists them all.
+        """
         if not osp.isfile(path):
             raise FileNotFoundError(f'index file not found: {path}')
         content = safe_load(path, map_location='cpu')
         if not isinstance(content, dict) or content.get('format') != INDEX_FORMAT:
-            raise ValueError(f'{path} is not an ssn_plugin index (format {INDEX_FORMAT})')
+            raise ValueError(f'{path} is not an ssn_plugin index of format {INDEX_FORMAT} '
+                             '(older indexes: rebuild it with --save-index)')
         if content['model_digest'] != self.model_digest:
             raise ValueError(
                 f'{path} was built by a different model (weights digest '
                 f'{content["model_digest"][:12]}..., this model {self.model_digest[:12]}...); '
                 'rebuild the index with this checkpoint')
+        problems = index_problems(content['paths'], content['stamps'])
+        if problems:
+            raise ValueError(f'{path} does not match the files it indexes ({len(problems)} of '
+                             f'{len(content["paths"])}); rebuild it:\n' + '\n'.join(problems[:20]))
         self._set_index(content['feats'], content['names'], content['paths'])
         return self
 
@@ -233,13 +332,16 @@ class CIRRetriever:
                     ) -> List[List[Tuple[str, float]]]:
         """Top-k ``(name, cosine score)`` per query, best first.
 
-        With ``exclude_reference`` a reference image that is itself in the gallery (same
-        file) is left out of its own results, as the CIRR protocol does.
+        With ``exclude_reference`` a reference image that is itself in the gallery (the same
+        file, also through a symlink) is left out of its own results, as the CIRR protocol
+        does. ``topk`` must be a positive int (fewer come back when the gallery is smaller);
+        images and texts must be non-empty and of one length.
         """
         gallery = self._require_index()
+        check_queries(images, texts, topk)
         queries = self.encode_queries(images, texts)
         exclude = torch.tensor([
-            self._position.get(osp.abspath(img), -1)
+            self._position.get(osp.realpath(img), -1)
             if exclude_reference and isinstance(img, str) else -1 for img in images])
         if not (exclude >= 0).any():
             exclude = None

@@ -15,8 +15,9 @@ import time
 from types import SimpleNamespace
 from typing import List, NamedTuple, Optional, Tuple
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ssn_plugin.datasets.image_io import ImageTooLarge, read_image
 from .retriever import CIRRetriever
 
 
@@ -46,13 +47,16 @@ class DemoSession:
             not be indexed, then ``error`` says why and every action repeats it.
         page_size (int): Gallery images per page of the browser. Defaults to 24.
         error (str, optional): Why there is no index. Defaults to None.
+        notice (str, optional): What the page says when it opens (e.g. the gallery files
+            that could not be read and were left out). Defaults to None.
     """
 
     def __init__(self, retriever: Optional[CIRRetriever], page_size: int = 24,
-                 error: Optional[str] = None):
+                 error: Optional[str] = None, notice: Optional[str] = None):
         self.retriever = retriever
         self.page_size = page_size
         self.error = error
+        self.notice = notice
         if retriever is None and error is None:
             raise ValueError('DemoSession needs a retriever or the error that prevented one')
 
@@ -97,11 +101,13 @@ class DemoSession:
         if not path:
             raise DemoInputError('the upload is empty; choose an image file')
         try:
-            with Image.open(path) as image:
-                image.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            read_image(path)  # the loader of every other path: bounds, EXIF, bit depths
+        except ImageTooLarge as err:
+            raise DemoInputError(f'{osp.basename(path)} is too large to search with: '
+                                 f'{str(err).split(": ", 1)[-1]}') from err
+        except (OSError, ValueError) as err:
             raise DemoInputError(f'{osp.basename(path)} is not an image that can be read '
-                                 f'({type(err).__name__}: {err}); upload a PNG, JPEG or WebP '
+                                 f'({str(err).split(": ", 1)[-1]}); upload a PNG, JPEG or WebP '
                                  'file') from err
         return Reference(path, None)
 
@@ -170,6 +176,23 @@ def message_html(text: str = '', error: bool = True) -> str:
             f'{html.escape(text)}</div>')
 
 
+#: The longest side of the images the page shows; the files themselves are never served.
+THUMBNAIL_SIZE = 320
+
+
+@functools.lru_cache(maxsize=4096)
+def thumbnail(path: str) -> Image.Image:
+    """The image the page shows for a file: decoded by the project's loader and shrunk, so
+    the page serves pictures, never the files or their folders."""
+    image = read_image(path)
+    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    return image
+
+
+def _shown(items: List[Tuple[str, str]]) -> List[Tuple[Image.Image, str]]:
+    return [(thumbnail(path), caption) for path, caption in items]
+
+
 def _import_gradio():
     try:
         import gradio as gr
@@ -203,10 +226,11 @@ def _layout(gr, session: DemoSession, title: str) -> SimpleNamespace:
                 'one), say how the image you want differs from it, search, and click a '
                 f'result to refine from there.\n\n*{_status(session)}*')
     view = SimpleNamespace(reference=gr.State(None), history=gr.State([]), page=gr.State(0))
-    view.message = gr.HTML(message_html(session.error or ''), elem_id='ssn-message-box')
+    view.message = gr.HTML(message_html(session.error or session.notice or ''),
+                           elem_id='ssn-message-box')
     with gr.Row():
         with gr.Column(scale=1):
-            view.ref_view = gr.Image(label='Reference', type='filepath', interactive=False,
+            view.ref_view = gr.Image(label='Reference', type='pil', interactive=False,
                                      elem_id='ssn-reference', height=240)
             view.ref_label = gr.Markdown('No reference chosen yet.',
                                          elem_id='ssn-reference-name')
@@ -226,7 +250,7 @@ def _layout(gr, session: DemoSession, title: str) -> SimpleNamespace:
         view.prev_page = gr.Button('Previous page', elem_id='ssn-prev')
         view.page_label = gr.Markdown(f'Page 1 of {session.num_pages}', elem_id='ssn-page')
         view.next_page = gr.Button('Next page', elem_id='ssn-next')
-    view.browser = gr.Gallery(value=session.page(0) if session.retriever else [],
+    view.browser = gr.Gallery(value=_shown(session.page(0)) if session.retriever else [],
                               label='Gallery (click an image to make it the reference)',
                               columns=8, height='auto', allow_preview=False,
                               elem_id='ssn-browser')
@@ -237,7 +261,7 @@ def _wire_references(gr, session: DemoSession, view: SimpleNamespace) -> None:
     """A click in the gallery or the results, or an upload, sets the reference."""
     def show_reference(ref: Reference):
         name = ref.name or f'uploaded {osp.basename(ref.path)}'
-        return ref, ref.path, f'Reference: **{name}**', message_html()
+        return ref, thumbnail(ref.path), f'Reference: **{name}**', message_html()
 
     def choose_from_gallery(number, evt: gr.SelectData):
         return show_reference(session.gallery_reference(number, evt.index))
@@ -258,7 +282,7 @@ def _wire_search(gr, session: DemoSession, view: SimpleNamespace) -> None:
     """The Search button and Enter in the text box run a search and show its results."""
     def run_search(ref, words, k, steps_so_far):
         new = session.search(ref, words, k, steps_so_far)
-        return (new, session.result_items(new), results_html(new), history_html(new),
+        return (new, _shown(session.result_items(new)), results_html(new), history_html(new),
                 message_html())
 
     inputs = [view.reference, view.text, view.topk, view.history]
@@ -271,7 +295,7 @@ def _wire_pages(session: DemoSession, view: SimpleNamespace) -> None:
     """The page buttons of the gallery browser."""
     def turn(number, delta):
         number = min(max(number + delta, 0), max(session.num_pages - 1, 0))
-        items = session.page(number) if session.retriever else []
+        items = _shown(session.page(number)) if session.retriever else []
         return number, items, f'Page {number + 1} of {session.num_pages}'
 
     outputs = [view.page, view.browser, view.page_label]

@@ -9,10 +9,10 @@ from mmengine.dataset import BaseDataset
 from mmengine.dist import barrier, is_main_process
 from mmengine.logging import MMLogger, print_log
 from mmengine.utils import ProgressBar
-from PIL import Image
 
 from ssn_plugin.registry import DATASETS, TRANSFORMS
 from .image_cache import CachedCIRImages, use_image_cache
+from .image_io import read_image
 from .transforms import fill_image_size, fill_meta_keys
 
 
@@ -52,8 +52,7 @@ def default_report_dir() -> str:
 def _decode_error(path: str) -> Optional[str]:
     """None when the image decodes completely, else why it does not."""
     try:
-        with Image.open(path) as image:
-            image.load()
+        read_image(path)  # the loader of training: the same bounds and conversions
         return None
     except Exception as err:  # PIL raises many types for broken files; all mean unreadable
         return f'{type(err).__name__}: {err}'

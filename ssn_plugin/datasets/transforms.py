@@ -13,11 +13,12 @@ import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
 from mmengine.structures import BaseDataElement
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from ssn_plugin.registry import TRANSFORMS
+from .image_io import read_image
 
 IMAGE_KEYS = ('ref_img', 'tgt_img', 'img')
 
@@ -35,6 +36,10 @@ class LoadCIRImages(BaseTransform):
 
     Required keys: ``<key>_path`` for each key (None = no image for that key).
     Added keys: ``<key>`` (PIL.Image or None), ``<key>_shape`` ((h, w) or None).
+
+    Files are read by :func:`~ssn_plugin.datasets.image_io.read_image`: upright (EXIF
+    orientation), high bit depths and transparency converted as a viewer shows them, and
+    images over the pixel or aspect bound refused by name.
 
     Args:
         keys (Sequence[str]): Image keys to load. Defaults to ``('ref_img', 'tgt_img')``.
@@ -56,13 +61,7 @@ class LoadCIRImages(BaseTransform):
             if path is None:
                 results[key] = results[f'{key}_shape'] = None
                 continue
-            try:
-                with Image.open(path) as img:
-                    image = img.convert('RGB')
-            except FileNotFoundError as err:
-                raise FileNotFoundError(f'image file not found: {path}') from err
-            except (UnidentifiedImageError, OSError) as err:
-                raise OSError(f'cannot read image {path}: {err}') from err
+            image = read_image(path)
             results[key] = image
             results[f'{key}_shape'] = (image.height, image.width)
         return results

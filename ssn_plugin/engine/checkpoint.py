@@ -17,7 +17,7 @@ import collections
 import contextlib
 import os.path as osp
 import pickle
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -65,11 +65,85 @@ def safe_load(filename: str, map_location=None, allowed: Sequence = ()):
 
 
 def load_local_checkpoint(filename: str, map_location=None):
-    """``torch.load`` with the types of an mmengine checkpoint allowed (:func:`safe_load`)."""
+    """``torch.load`` with the types of an mmengine checkpoint allowed (:func:`safe_load`),
+    rebuilt as plain data (:func:`plain_data`), without ``meta['config']``.
+
+    The rebuilt copy is what every caller sees: the Runner's resume (message hub, optimizer,
+    schedulers), ``load_from``, ``tools/test.py`` and the retriever. ``meta['config']`` (the
+    training config as Python text) is dropped: mmengine's ``Runner.resume`` would execute it
+    with ``Config.fromstring``, and nothing here needs it.
+    """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
-    return safe_load(filename, map_location, _safe_globals())
+    checkpoint = plain_data(safe_load(filename, map_location, _safe_globals()), filename)
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get('meta'), dict):
+        checkpoint['meta'].pop('config', None)
+    return checkpoint
+
+
+#: Types kept as they are: immutable values with no Python code attached.
+_PLAIN_SCALARS = (int, float, complex, bool, str, bytes, type(None))
+
+
+def plain_data(obj: Any, where: str = 'the file'):
+    """A copy of a loaded file made only of plain data: numbers, strings, tensors, numpy
+    arrays and scalars of numeric dtypes, fresh ``dict``/``OrderedDict``/``list``/``tuple``
+    containers, and :class:`HistoryBuffer` rebuilt from its numbers.
+
+    Why: the weights-only unpickler calls only allowed callables, but it can still return
+    objects built from allowed classes with attacker-chosen state, e.g. an ``OrderedDict``
+    whose instance ``__dict__`` holds ``__reduce_ex__`` = a bound ``dict.get`` that returns
+    ``(eval, ('code', ))``: nothing runs while loading, but ``copy.deepcopy`` (mmengine's
+    ``MessageHub.load_state_dict``, torch's ``Optimizer.load_state_dict``) calls it later.
+    Every container here is built anew from its items, so no instance state survives, and
+    anything else (a function or module reached through ``getattr``, a type) is refused.
+    Hence ``getattr`` may stay on the unpickler's allow-list (``HistoryBuffer``'s
+    statistics methods are pickled through it): what it returns can be neither called while
+    loading nor kept afterwards, apart from those four methods.
+
+    Raises:
+        UnsafeFileError: naming the path inside the file of the first object that is not
+            plain data.
+    """
+    kind = type(obj)
+    if kind in _PLAIN_SCALARS or kind in (torch.Tensor, torch.nn.Parameter):
+        return obj
+    if kind is np.ndarray and obj.dtype.kind in 'biufc':
+        return np.array(obj, copy=True)
+    if isinstance(obj, np.generic) and kind in _NUMPY_SCALARS:
+        return obj
+    if kind in (dict, collections.OrderedDict):
+        return kind((plain_data(k, f'{where}, key {k!r}'), plain_data(v, f'{where}[{k!r}]'))
+                    for k, v in obj.items())
+    if kind in (list, tuple):
+        return kind(plain_data(v, f'{where}[{i}]') for i, v in enumerate(obj))
+    if kind is HistoryBuffer:
+        return _plain_history_buffer(obj, where)
+    if any(obj is method for method in _HISTORY_METHODS):
+        return obj
+    raise UnsafeFileError(f'{where}: a {kind.__module__}.{kind.__qualname__} is not plain data '
+                          '(numbers, strings, tensors, arrays, containers of them); refused, '
+                          'as code could reach it later. Only load files you trust.')
+
+
+_NUMPY_SCALARS = tuple(np.dtype(name).type for name in (
+    'float64', 'float32', 'float16', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool'))
+_HISTORY_METHODS = (HistoryBuffer.min, HistoryBuffer.max, HistoryBuffer.current,
+                    HistoryBuffer.mean)
+
+
+def _plain_history_buffer(buffer: HistoryBuffer, where: str) -> HistoryBuffer:
+    """A new buffer from the numbers of a loaded one (its instance dict read as data)."""
+    state = vars(buffer)
+    logs = plain_data(state.get('_log_history', np.zeros(0)), f'{where}._log_history')
+    counts = plain_data(state.get('_count_history', np.zeros(0)), f'{where}._count_history')
+    max_length = state.get('max_length', 1000000)
+    if not (isinstance(logs, np.ndarray) and isinstance(counts, np.ndarray)
+            and type(max_length) is int and len(logs) == len(counts)):
+        raise UnsafeFileError(f'{where}: a HistoryBuffer whose history is not two arrays of '
+                              'equal length and an int max_length; refused')
+    return HistoryBuffer(logs, counts, max_length)
 
 
 def _allowing(allowed: list):

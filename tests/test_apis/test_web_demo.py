@@ -196,3 +196,106 @@ def test_session_searches_from_an_upload(retriever, tmp_path):
     assert sorted(n for n, _ in steps[0].results) == sorted(retriever.names)
     assert steps[0].results == retriever.query(str(upload), 'make it blue',
                                                topk=len(retriever.names))
+
+
+# ---------------------------------------------------------------------- hostile input (issue 24)
+def hostile_gallery(demo, tmp_path):
+    """A copy of the demo gallery with private files next to and below its images, and one
+    truncated PNG."""
+    gallery = tmp_path / 'gallery'
+    os.makedirs(gallery / 'private')
+    for name in sorted(os.listdir(demo[3]))[:12]:
+        (gallery / name).write_bytes(open(osp.join(demo[3], name), 'rb').read())
+    secrets = {'notes.txt': 'notes', '.env': 'TOKEN=secret', 'private/diary.txt': 'dear diary'}
+    for name, text in secrets.items():
+        (gallery / name).write_text(text)
+    good = (gallery / sorted(os.listdir(demo[3]))[0]).read_bytes()
+    (gallery / 'truncated.png').write_bytes(good[:len(good) // 2])
+    return gallery, secrets
+
+
+def http_status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+@pytest.mark.slow
+def test_the_page_serves_no_file_of_the_gallery_folders(demo, tmp_path):
+    """GET /gradio_api/file=<path> for the private files next to the images, below them, and
+    the image files themselves: none is served (the page shows thumbnails it makes)."""
+    config, checkpoint, _, _ = demo
+    gallery, secrets = hostile_gallery(demo, tmp_path)
+    image = sorted(p for p in os.listdir(gallery) if p.endswith('.png'))[0]
+    with demo_server([config, checkpoint, '--gallery', str(gallery), '--device', 'cpu']) as (
+            url, _):
+        assert http_status(url) == 200  # the page itself
+        for name in [*secrets, image]:
+            assert http_status(f'{url}gradio_api/file={gallery / name}') in (403, 404), name
+
+
+def test_a_gallery_with_a_truncated_file_opens_with_it_listed(demo, tmp_path):
+    config, checkpoint, _, _ = demo
+    gallery, _ = hostile_gallery(demo, tmp_path)
+    args = argparse.Namespace(config=config, checkpoint=checkpoint, index=None,
+                              gallery=str(gallery), save_index=None, device='cpu',
+                              batch_size=8, page_size=24)
+    session = demo_app.make_session(args)
+    assert session.retriever is not None and len(session.retriever.names) == 12
+    assert session.notice.startswith('1 gallery files could not be read') and \
+        'truncated.png' in session.notice
+
+
+def test_an_index_naming_files_outside_its_gallery_is_refused(demo, retriever, tmp_path):
+    """The weights digest is computable by anyone with the checkpoint: a crafted index with
+    other paths is refused by what its paths are, not by its digest."""
+    path = str(tmp_path / 'crafted.idx')
+    retriever.save_index(path)
+    content = torch.load(path, weights_only=False)
+    content['paths'] = ['/etc/passwd', demo[1]] + content['paths'][2:]
+    torch.save(content, path)
+    with pytest.raises(ValueError, match=r"does not match the files it indexes \(2 of [\s\S]*"
+                                         r"'/etc/passwd': not an image file name"):
+        CIRRetriever(demo[0], demo[1], device='cpu').load_index(path)
+
+
+def test_an_index_notices_files_replaced_or_deleted_since(demo, tmp_path):
+    gallery, _ = hostile_gallery(demo, tmp_path)
+    os.remove(gallery / 'truncated.png')
+    retriever = CIRRetriever(demo[0], demo[1], device='cpu').index(str(gallery), progress=False)
+    path = str(tmp_path / 'gallery.idx')
+    retriever.save_index(path)
+    first, second = retriever.paths[:2]
+    os.remove(first)
+    write_image(second, size=(64, 64), seed=99)  # replaced
+    with pytest.raises(ValueError, match=f'{first}: deleted[\\s\\S]*{second}: changed'):
+        CIRRetriever(demo[0], demo[1], device='cpu').load_index(path)
+
+
+def test_uploads_of_any_size_and_orientation_search_on_the_quick_start_config(retriever,
+                                                                              tmp_path):
+    from PIL import Image
+    session = DemoSession(retriever)
+    photo = Image.new('RGB', (300, 200), (200, 30, 30))
+    exif = photo.getexif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90 degrees to show
+    photo.save(tmp_path / 'phone.jpg', exif=exif)
+    reference = session.uploaded_reference(str(tmp_path / 'phone.jpg'))
+    history = session.search(reference, 'make it blue', 5, [])
+    assert len(history[-1].results) == 5
+
+
+def test_a_decompression_bomb_upload_gets_the_pages_message(retriever, tmp_path):
+    from PIL import Image
+    Image.new('1', (9000, 9000)).save(tmp_path / 'bomb.png')  # 81 megapixels, 10 kB
+    Image.new('RGB', (1, 20000)).save(tmp_path / 'strip.png')
+    session = DemoSession(retriever)
+    with pytest.raises(DemoInputError, match='bomb.png is too large to search with: .*'
+                                             '81,000,000 pixels'):
+        session.uploaded_reference(str(tmp_path / 'bomb.png'))
+    with pytest.raises(DemoInputError, match='strip.png is too large .*aspect ratio'):
+        session.uploaded_reference(str(tmp_path / 'strip.png'))

@@ -3,9 +3,10 @@ from .epoch_seed_hook import EpochSeedHook
 from .freeze_vision_tower_hook import FreezeVisionTowerHook
 from .gallery_feature_hook import GalleryFeatureHook, encode_gallery
 from .image_size_from_model_hook import ImageSizeFromModelHook
-from .safe_checkpoint_loader_hook import SafeCheckpointLoaderHook
+from .safe_checkpoint_hook import SafeCheckpointHook
+from .safe_checkpoint_loader_hook import NothingToResume, SafeCheckpointLoaderHook
 
 __all__ = [
     'EpochSeedHook', 'FreezeVisionTowerHook', 'GalleryFeatureHook', 'ImageSizeFromModelHook',
-    'SafeCheckpointLoaderHook', 'encode_gallery'
+    'NothingToResume', 'SafeCheckpointHook', 'SafeCheckpointLoaderHook', 'encode_gallery'
 ]

@@ -1,20 +1,107 @@
-"""Load every checkpoint of a run safely, and only checkpoints that fit the model."""
+"""Load every checkpoint of a run safely, only checkpoints that fit the model, and resume only
+from the current work dir with the optimizer settings the checkpoint was trained with."""
+import os.path as osp
+from typing import Optional
+
+from mmengine.config import Config
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 
 from ssn_plugin.registry import HOOKS
 from ..checkpoint import check_checkpoint_fits, install_checkpoint_loader
 from ..utils import unwrap_model
 
+#: ``runtime_info`` keys of mmengine's CheckpointHook that hold a checkpoint path.
+PATH_KEYS = ('best_ckpt', 'last_ckpt')
+#: ``resume`` value (``tools/train.py --resume-or-start``): resume if the work dir has a
+#: checkpoint, else start a fresh run.
+RESUME_OR_START = 'or-start'
+#: Where the optimizer settings of a run are recorded in its checkpoints.
+OPTIM_KEY = 'ssn_optim_wrapper'
+
+
+class NothingToResume(FileNotFoundError):
+    """``--resume`` in a work dir that holds no checkpoint to resume from."""
+
+
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``work_dir/last_checkpoint`` names, inside ``work_dir`` (only its file
+    name is used, so a copied work dir resumes from its own files); None when there is none.
+
+    Raises:
+        NothingToResume: when ``last_checkpoint`` is empty or names a missing file.
+    """
+    record = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(record):
+        return None
+    with open(record) as f:
+        name = osp.basename(f.read().strip())
+    path = osp.join(work_dir, name)
+    if not name or not osp.isfile(path):
+        raise NothingToResume(
+            f'{record} names {name or "nothing"!r}, which is not a file in the work dir '
+            f'{work_dir}; pass --resume CKPT to name the checkpoint')
+    return path
+
+
+def confine_paths(runtime_info: dict, work_dir: str) -> list:
+    """Point the checkpoint paths of a loaded message hub into ``work_dir`` (by file name);
+    drop those that name no file there, and ``keep_ckpt_ids`` that are not integers (the
+    CheckpointHook deletes the files they name). Returns the dropped keys."""
+    dropped = []
+    for key in list(runtime_info):
+        value = runtime_info[key]
+        if key in PATH_KEYS or key.startswith('best_ckpt_'):
+            path = osp.join(work_dir, osp.basename(value)) if isinstance(value, str) else ''
+            if osp.basename(path) and osp.isfile(path):
+                runtime_info[key] = path
+            else:
+                dropped.append(key)
+                del runtime_info[key]
+        elif key == 'keep_ckpt_ids' and not (
+                isinstance(value, list) and all(type(v) is int for v in value)):
+            dropped.append(key)
+            del runtime_info[key]
+    return dropped
+
+
+def optimizer_changes(saved: dict, current: dict, prefix: str = 'optim_wrapper') -> list:
+    """``key: saved -> current`` for every optimizer setting that differs."""
+    changes = []
+    for key in sorted(set(saved) | set(current), key=str):
+        old, new = saved.get(key, '<unset>'), current.get(key, '<unset>')
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += optimizer_changes(old, new, f'{prefix}.{key}')
+        elif old != new:
+            changes.append(f'{prefix}.{key}: {old!r} in the checkpoint, {new!r} now')
+    return changes
+
+
+def plain_optim_cfg(cfg) -> dict:
+    """The run's ``optim_wrapper`` config as plain data (lists for tuples, as it is saved)."""
+    return Config(dict(optim_wrapper=cfg.get('optim_wrapper', {}))).to_dict()['optim_wrapper']
+
 
 @HOOKS.register_module()
 class SafeCheckpointLoaderHook(Hook):
-    """Load checkpoints through :func:`~ssn_plugin.engine.load_local_checkpoint`, and only
-    checkpoints that fit the model.
+    """Load checkpoints through :func:`~ssn_plugin.engine.load_local_checkpoint`, only
+    checkpoints that fit the model, and resume only what the work dir holds.
 
     ``before_run`` comes before the Runner loads (``load_from``) or resumes a checkpoint, in
     ``train()`` and ``test()`` alike, so every checkpoint a run reads is loaded with
-    ``weights_only=True`` on any torch version. Every loaded checkpoint is then checked against
-    the model (:func:`~ssn_plugin.engine.checkpoint.check_checkpoint_fits`).
+    ``weights_only=True`` and rebuilt as plain data (``meta['config']``, which mmengine would
+    execute, is dropped). Every loaded checkpoint is then checked against the model
+    (:func:`~ssn_plugin.engine.checkpoint.check_checkpoint_fits`).
+
+    Resuming (``resume=True`` without ``load_from``, ``tools/train.py --resume``): the
+    checkpoint is the file ``work_dir/last_checkpoint`` names, taken by file name inside the
+    work dir; with none, the run stops with :class:`NothingToResume` naming the work dir
+    (``resume='or-start'``, ``--resume-or-start``, starts fresh instead). The checkpoint paths
+    of the resumed message hub (best and last checkpoint) are likewise taken by file name
+    inside the work dir, or dropped, so a resumed run never deletes a file elsewhere. The
+    optimizer settings are recorded in each checkpoint; resuming with other settings (a
+    changed ``lr``, ``weight_decay`` or optimizer type, which the optimizer state would
+    silently override) is refused with the keys that differ.
 
     Args:
         strict (bool): Refuse a checkpoint with missing, unexpected or differently shaped
@@ -25,10 +112,55 @@ class SafeCheckpointLoaderHook(Hook):
 
     def __init__(self, strict: bool = True):
         self.strict = strict
+        self.resuming = False
 
     def before_run(self, runner) -> None:
         install_checkpoint_loader()
+        self.resuming = bool(runner._resume)
+        if not self.resuming or runner._load_from is not None:
+            return
+        found = latest_checkpoint(runner.work_dir)
+        if found is not None:
+            runner._load_from = found
+        elif runner._resume == RESUME_OR_START:
+            print_log(f'Nothing to resume in {runner.work_dir}: starting a fresh run',
+                      logger='current')
+            runner._resume = self.resuming = False
+        else:
+            raise NothingToResume(
+                f'--resume: the work dir {runner.work_dir} has no last_checkpoint, so there '
+                'is nothing to resume. Pass --resume CKPT, --resume-or-start to start fresh '
+                'when there is nothing, or leave --resume out (a fresh run writes its '
+                'checkpoints into the work dir).')
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.strict:
-            check_checkpoint_fits(unwrap_model(runner.model), checkpoint.get('state_dict', checkpoint))
+            check_checkpoint_fits(unwrap_model(runner.model),
+                                  checkpoint.get('state_dict', checkpoint))
+        if not self.resuming:
+            return
+        info = checkpoint.get('message_hub', {}).get('runtime_info', {})
+        dropped = confine_paths(info, runner.work_dir)
+        if dropped:
+            print_log(f'Resuming: {dropped} of the checkpoint name no file in the work dir '
+                      f'{runner.work_dir}; they are not used', logger='current',
+                      level=30)
+        self._check_optimizer(runner, checkpoint.get('meta', {}).get(OPTIM_KEY))
+
+    def _check_optimizer(self, runner, saved: Optional[dict]) -> None:
+        if saved is None:
+            print_log('Resuming from a checkpoint that does not record its optimizer settings: '
+                      'the optimizer state of the checkpoint is used as it is, whatever the '
+                      'config says', logger='current', level=30)
+            return
+        changes = optimizer_changes(saved, plain_optim_cfg(runner.cfg))
+        if changes:
+            raise ValueError(
+                'Resuming with other optimizer settings than the checkpoint was trained with: '
+                + '; '.join(changes) + '. On resume the optimizer state and its learning '
+                'rates come from the checkpoint, so these would be silently ignored. Resume '
+                'with the same settings, or start a new run from the weights with '
+                'load_from=CKPT (a fresh optimizer).')
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint.setdefault('meta', {})[OPTIM_KEY] = plain_optim_cfg(runner.cfg)

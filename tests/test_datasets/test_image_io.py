@@ -1,0 +1,88 @@
+"""Images as a photo app reads them, through the one loader every path uses (training,
+evaluation, the image cache, the retriever, the page): EXIF orientation, high bit depths,
+float images, transparency, and bounds on pixels and aspect ratio that name the file."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from ssn_plugin.datasets import LoadCIRImages
+from ssn_plugin.datasets.image_cache import preprocess
+from ssn_plugin.datasets.image_io import ImageTooLarge, as_rgb_image, read_image
+
+
+def load(path) -> np.ndarray:
+    """What training reads: LoadCIRImages' RGB image as an array."""
+    return np.asarray(LoadCIRImages(keys=('img', ))(dict(img_path=str(path)))['img'])
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A 'phone photo': stored 40 x 20 (left red, right blue) with orientation 6 (rotate 90
+    degrees clockwise to show), so a viewer shows it 20 wide, 40 high, red on top."""
+    array = np.zeros((20, 40, 3), np.uint8)
+    array[:, :20] = (255, 0, 0)
+    array[:, 20:] = (0, 0, 255)
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / 'phone.png', exif=exif)
+    shown = load(tmp_path / 'phone.png')
+    assert shown.shape == (40, 20, 3)
+    assert tuple(shown[2, 10]) == (255, 0, 0) and tuple(shown[-3, 10]) == (0, 0, 255)
+
+
+@pytest.mark.parametrize('mode, value, expected', [
+    ('I;16', 32768, 127),      # 16-bit PNG, half scale: mid grey, not white
+    ('I;16', 65535, 255),
+    ('I', 65535 // 4, 63),     # 32-bit integer holding 16-bit data
+])
+def test_high_bit_depths_are_scaled_to_8_bits(tmp_path, mode, value, expected):
+    dtype = np.uint16 if mode == 'I;16' else np.int32
+    Image.fromarray(np.full((8, 8), value, dtype), mode=mode).save(tmp_path / 'deep.png')
+    assert set(load(tmp_path / 'deep.png').reshape(-1).tolist()) == {expected}
+
+
+def test_an_in_memory_32_bit_image_of_8_bit_values_keeps_them():
+    image = Image.fromarray(np.full((4, 4), 100, np.int32), mode='I')
+    assert set(np.asarray(as_rgb_image(image)).reshape(-1).tolist()) == {100}
+
+
+@pytest.mark.parametrize('value, expected', [(0.5, 128), (1.0, 255), (0.0, 0), (200.0, 200)])
+def test_float_images_are_read_from_unit_range_or_clipped(tmp_path, value, expected):
+    Image.fromarray(np.full((8, 8), value, np.float32), mode='F').save(tmp_path / 'f.tif')
+    assert set(load(tmp_path / 'f.tif').reshape(-1).tolist()) == {expected}
+
+
+def test_transparency_is_composited_over_white(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)  # black, fully transparent ...
+    rgba[:4, :, :] = (0, 200, 0, 255)     # ... but for an opaque green top half
+    Image.fromarray(rgba, 'RGBA').save(tmp_path / 'alpha.png')
+    shown = load(tmp_path / 'alpha.png')
+    assert tuple(shown[0, 0]) == (0, 200, 0) and tuple(shown[-1, 0]) == (255, 255, 255)
+
+
+def test_too_many_pixels_and_strips_are_refused_by_name(tmp_path):
+    Image.new('1', (9000, 9000)).save(tmp_path / 'bomb.png')
+    Image.new('RGB', (200000, 1)).save(tmp_path / 'strip.png')  # 661 bytes of PNG
+    with pytest.raises(ImageTooLarge, match=r'bomb\.png: the image is 9000x9000 = 81,000,000'):
+        load(tmp_path / 'bomb.png')
+    with pytest.raises(ImageTooLarge, match=r'strip\.png: .*aspect ratio over 50:1'):
+        load(tmp_path / 'strip.png')
+
+
+def test_a_broken_file_names_itself(tmp_path):
+    (tmp_path / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\nnot really')
+    with pytest.raises(OSError, match=r'cannot read image .*broken\.png'):
+        load(tmp_path / 'broken.png')
+
+
+def test_every_path_reads_the_same_pixels(tmp_path):
+    """The image cache's preprocessing and the in-memory path (uploads, PIL queries) give
+    what training reads."""
+    image = Image.fromarray(np.full((6, 10), 40000, np.uint16), mode='I;16')
+    image.save(tmp_path / 'deep.png')
+    trained = load(tmp_path / 'deep.png')
+    assert np.array_equal(preprocess(str(tmp_path / 'deep.png'),
+                                     [LoadCIRImages(keys=('img', ))]), trained)
+    with Image.open(tmp_path / 'deep.png') as opened:
+        assert np.array_equal(np.asarray(as_rgb_image(opened)), trained)
+    assert np.array_equal(np.asarray(read_image(str(tmp_path / 'deep.png'))), trained)
