@@ -30,6 +30,9 @@ def load_json(path: str, layout: str) -> Any:
             return json.load(f)
     except json.JSONDecodeError as err:
         raise ValueError(f'{path} is not valid JSON: {err}') from err
+    except RecursionError as err:
+        raise ValueError(f'{path}: the JSON is nested too deeply to be an annotation file '
+                         f'(expected layout:\n{layout})') from err
 
 
 def pipeline_transforms(dataset) -> List:
@@ -127,9 +130,14 @@ def check_record(record: Any, required: Dict[str, type], where: str, split: str)
         if key not in record:
             raise ValueError(f'{where}: missing key {key!r}; a {split} record needs '
                              f'{sorted(required)}')
-        if not isinstance(record[key], kind):
+        if not is_of(record[key], kind):
             raise ValueError(f'{where}: {key!r} should be {kind.__name__}, got '
                              f'{type(record[key]).__name__}')
+
+
+def is_of(value: Any, kind: type) -> bool:
+    """``isinstance``, except that a bool is not an int (``true`` is no pairid or image id)."""
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
 
 @DATASETS.register_module()

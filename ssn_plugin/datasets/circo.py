@@ -4,7 +4,7 @@ import string
 from typing import Dict, List, Optional, Sequence
 
 from ssn_plugin.registry import DATASETS
-from .base import BaseCIRDataset, check_record, load_json
+from .base import BaseCIRDataset, check_record, is_of, load_json
 
 CIRCO_LAYOUT = """\
     data_root/                       (the CIRCO folder)
@@ -160,9 +160,9 @@ class CIRCO(BaseCIRDataset):
             seen.add(record['id'])
             if self.has_targets:
                 gts = record['gt_img_ids']
-                if not gts or not all(isinstance(g, int) for g in gts):
-                    raise ValueError(f'{where}: gt_img_ids should be a non-empty list of image '
-                                     f'ids, got {gts!r}')
+                if not (gts and all(is_of(g, int) for g in gts) and len(set(gts)) == len(gts)):
+                    raise ValueError(f'{where}: gt_img_ids should be a non-empty list of '
+                                     f'distinct image ids, got {gts!r}')
                 if record['target_img_id'] not in gts:
                     raise ValueError(f'{where}: target_img_id {record["target_img_id"]} is not '
                                      'among gt_img_ids')

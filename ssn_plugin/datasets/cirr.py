@@ -133,6 +133,10 @@ class CIRR(BaseCIRDataset):
                 and all(isinstance(m, str) for m in members)):
             raise ValueError(f'{where}: img_set.members should be a list of 6 image names, '
                              f'got {members!r}')
+        if len(set(members)) != 6:
+            repeated = sorted({m for m in members if members.count(m) > 1})
+            raise ValueError(f'{where}: img_set.members repeats {repeated}; the six members '
+                             'must differ (a repeated target would lift Recall_subset)')
         if self.group_key is not None and self.group_key not in record:
             raise ValueError(f'{where}: missing the group key {self.group_key!r}')
 

@@ -11,11 +11,15 @@ interrupted build resumes). :class:`CachedCIRImages` replaces the pipeline's hea
 A store that no longer matches (an image file changed, another pipeline, another project version)
 is an error that says how to rebuild it, never a silent wrong tensor.
 """
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import os.path as osp
 import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
@@ -28,7 +32,8 @@ from ssn_plugin.registry import TRANSFORMS
 from ssn_plugin.version import __version__
 from .transforms import CLIPResizeCrop, LoadCIRImages, TargetPad
 
-STORE_FORMAT = 1
+# 2: each file's content digest is in the manifest.
+STORE_FORMAT = 2
 #: The transforms a cache may stand for: deterministic functions of the image file.
 CACHEABLE = (LoadCIRImages, TargetPad, CLIPResizeCrop)
 REBUILD_HINT = ('rebuild it with `python tools/build_image_cache.py CONFIG` (or delete the '
@@ -67,6 +72,53 @@ def _file_stamp(path: str) -> List[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
+def file_digest(path: str) -> str:
+    """BLAKE2b (128 bits) of a file's bytes: catches a changed file whose size and
+    modification time stayed the same (measured cost: benchmarks/README.md)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _digests(paths: Sequence[str], workers: Optional[int] = None) -> List[str]:
+    with ThreadPoolExecutor(workers or min(16, os.cpu_count() or 1)) as pool:
+        return list(pool.map(file_digest, paths))
+
+
+@contextlib.contextmanager
+def _build_lock(directory: str):
+    """One builder at a time in a cache folder (others wait, then find the store built): an
+    flock on the folder that holds the store, released by the OS if the builder dies."""
+    parent = osp.dirname(osp.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _reserve(path: str, nbytes: int, directory: str) -> None:
+    """Allocate the store's disk space before writing (a disk that fills while a memory
+    map is written kills the process with SIGBUS, without a message)."""
+    free = shutil.disk_usage(osp.dirname(osp.abspath(path))).free
+    if free < nbytes:
+        raise OSError(errno.ENOSPC, f'the image cache {directory} needs {nbytes / 2**30:.2f} '
+                      f'GiB, the disk has {free / 2**30:.2f} GiB free; free space or choose '
+                      'another --image-cache folder')
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as err:
+        raise OSError(err.errno, f'could not reserve {nbytes / 2**30:.2f} GiB for the image '
+                      f'cache {directory}: {err.strerror}') from err
+    finally:
+        os.close(fd)
+
+
 class ImageStore:
     """The preprocessed images of one split under one pipeline, memory-mapped.
 
@@ -78,17 +130,36 @@ class ImageStore:
 
     def __init__(self, directory: str):
         self.directory = directory
-        with open(osp.join(directory, 'manifest.json')) as f:
-            self.manifest = json.load(f)
-        self.row = {path: i for i, (path, _) in enumerate(self.manifest['files'])}
+        try:
+            with open(osp.join(directory, 'manifest.json')) as f:
+                self.manifest = json.load(f)
+        except ValueError as err:
+            raise StaleCacheError(f'the image cache {directory} has a damaged manifest.json '
+                                  f'({err}); {REBUILD_HINT}') from err
+        self.row = {entry[0]: i for i, entry in enumerate(self.manifest['files'])}
         self._images = None  # mapped on first read, in each loader process
 
     # ------------------------------------------------------------------ reading
     @property
     def images(self) -> np.ndarray:
         if self._images is None:
-            self._images = np.load(osp.join(self.directory, 'images.npy'), mmap_mode='r')
+            self._images = self._map(self.directory, self.manifest)
         return self._images
+
+    @staticmethod
+    def _map(directory: str, manifest: dict) -> np.ndarray:
+        """The memory-mapped images; a truncated, empty or foreign file is named."""
+        path = osp.join(directory, 'images.npy')
+        expected = (len(manifest['files']), *manifest['size'], 3)
+        try:
+            images = np.load(path, mmap_mode='r')
+        except (OSError, ValueError, EOFError) as err:
+            raise StaleCacheError(f'the image cache {path} is damaged ({type(err).__name__}: '
+                                  f'{err}); {REBUILD_HINT}') from err
+        if images.shape != expected or images.dtype != np.uint8:
+            raise StaleCacheError(f'the image cache {path} holds {images.dtype} {images.shape}, '
+                                  f'its manifest says uint8 {expected}; {REBUILD_HINT}')
+        return images
 
     def get(self, path: str) -> np.ndarray:
         """The cached uint8 [H, W, 3] array of an image file (a copy, safe to modify)."""
@@ -105,8 +176,13 @@ class ImageStore:
 
     # ------------------------------------------------------------------ checking
     @classmethod
-    def open(cls, directory: str, paths: Sequence[str], signature: str) -> 'ImageStore':
-        """Map a complete store after checking it against ``paths`` and ``signature``."""
+    def open(cls, directory: str, paths: Sequence[str], signature: str,
+             verify: str = 'content') -> 'ImageStore':
+        """Map a complete store after checking it against ``paths`` and ``signature``.
+
+        ``verify='content'`` also re-hashes every source file (catches a file changed with
+        its size and modification time kept); ``'stamp'`` checks size and modification time
+        only (faster on slow disks)."""
         manifest_file = osp.join(directory, 'manifest.json')
         if not osp.isfile(manifest_file):
             raise StaleCacheError(f'no image cache at {directory}; build it with '
@@ -124,15 +200,18 @@ class ImageStore:
         if not manifest.get('complete'):
             problems.append('its build did not finish')
         if not problems:
-            problems += store._changed_files(paths)
+            problems += store._changed_files(paths, verify)
         if problems:
             raise StaleCacheError(f'the image cache {directory} does not match: '
                                   + '; '.join(problems) + f'; {REBUILD_HINT}')
+        store._images = cls._map(directory, manifest)
         return store
 
-    def _changed_files(self, paths: Sequence[str]) -> List[str]:
-        stamps = dict(self.manifest['files'])
-        absent = [p for p in paths if osp.abspath(p) not in stamps]
+    def _changed_files(self, paths: Sequence[str], verify: str = 'content') -> List[str]:
+        if verify not in ('content', 'stamp'):
+            raise ValueError(f"verify must be 'content' or 'stamp', got {verify!r}")
+        entries = {path: (stamp, digest) for path, stamp, digest in self.manifest['files']}
+        absent = [p for p in paths if osp.abspath(p) not in entries]
         if absent:
             return [f'{len(absent)} images are not in it, e.g. {absent[:3]}']
         for path in paths:
@@ -140,8 +219,13 @@ class ImageStore:
                 stamp = _file_stamp(path)
             except FileNotFoundError:
                 return [f'{path} no longer exists']
-            if stamp != stamps[osp.abspath(path)]:
+            if stamp != entries[osp.abspath(path)][0]:
                 return [f'{path} changed after the cache was built (size or modification time)']
+        if verify == 'content':
+            for path, digest in zip(paths, _digests(paths)):
+                if digest != entries[osp.abspath(path)][1]:
+                    return [f'{path} changed after the cache was built (its content; size and '
+                            'modification time are the same)']
         return []
 
     # ------------------------------------------------------------------ building
@@ -154,12 +238,19 @@ class ImageStore:
         the GIL while decoding and resizing). Images that cannot be read are all listed at
         the end, in the error and in ``unreadable.txt`` in the store.
         """
+        with _build_lock(directory):
+            return cls._build_locked(directory, paths, transforms, workers, progress)
+
+    @classmethod
+    def _build_locked(cls, directory: str, paths: Sequence[str], transforms: Sequence,
+                      workers: Optional[int], progress: bool) -> 'ImageStore':
         signature = describe(transforms)
         size = output_size(transforms)
         if size is None:  # no resize: the images' own size, which must be the same for all
             size = preprocess(paths[0], transforms).shape[:2]
         height, width = size
-        files = [[osp.abspath(p), _file_stamp(p)] for p in paths]
+        files = [[osp.abspath(p), _file_stamp(p), digest]
+                 for p, digest in zip(paths, _digests(paths, workers))]
         manifest = dict(format=STORE_FORMAT, version=__version__, signature=signature,
                         size=[height, width], files=files, complete=False)
         filled = cls._resumable(directory, manifest)
@@ -167,11 +258,17 @@ class ImageStore:
             if osp.isdir(directory):
                 shutil.rmtree(directory)
             os.makedirs(directory)
-            np.lib.format.open_memmap(osp.join(directory, 'images.npy'), mode='w+',
-                                      dtype=np.uint8, shape=(len(files), height, width, 3))
+            array = np.lib.format.open_memmap(osp.join(directory, 'images.npy'), mode='w+',
+                                              dtype=np.uint8,
+                                              shape=(len(files), height, width, 3))
+            nbytes = array.offset + array.nbytes
+            del array
+            _reserve(osp.join(directory, 'images.npy'), nbytes, directory)
             filled = np.lib.format.open_memmap(osp.join(directory, 'filled.npy'), mode='w+',
                                                dtype=bool, shape=(len(files), ))
             cls._write_manifest(directory, manifest)
+        elif store_complete(directory):  # the same files and pipeline, finished by another
+            return cls(directory)           # builder while this one waited for the lock
         images = np.load(osp.join(directory, 'images.npy'), mmap_mode='r+')
         todo = [i for i in range(len(files)) if not filled[i]]
         print_log(f'Image cache {directory}: {len(todo)} of {len(files)} images to preprocess '
@@ -204,8 +301,8 @@ class ImageStore:
 
     @staticmethod
     def _write_manifest(directory: str, manifest: dict) -> None:
-        tmp = osp.join(directory, 'manifest.json.tmp')
-        with open(tmp, 'w') as f:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix='.manifest-', suffix='.tmp')
+        with os.fdopen(fd, 'w') as f:
             json.dump(manifest, f)
         os.replace(tmp, osp.join(directory, 'manifest.json'))
 
@@ -243,6 +340,15 @@ class ImageStore:
             images.flush()
             filled.flush()
         return failed
+
+
+def store_complete(directory: str) -> bool:
+    """Whether the store's manifest says its build finished."""
+    try:
+        with open(osp.join(directory, 'manifest.json')) as f:
+            return json.load(f).get('complete') is True
+    except (OSError, ValueError):
+        return False
 
 
 def preprocess(path: str, transforms: Sequence) -> np.ndarray:
@@ -319,17 +425,9 @@ class CachedCIRImages(BaseTransform):
               progress: bool = True) -> None:
         """Build the store when it is missing or its build was interrupted; a complete store
         is left for :meth:`prepare` to check."""
-        if not self._complete(self.directory):
+        if not store_complete(self.directory):
             ImageStore.build(self.directory, paths, self.transforms, workers=workers,
                              progress=progress)
-
-    @staticmethod
-    def _complete(directory: str) -> bool:
-        try:
-            with open(osp.join(directory, 'manifest.json')) as f:
-                return bool(json.load(f).get('complete'))
-        except (OSError, ValueError):
-            return False
 
     def transform(self, results: dict) -> dict:
         if self.store is None:

@@ -1,4 +1,5 @@
 """The query-your-own-gallery API, its CLI and the retrieval pictures."""
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -189,3 +190,32 @@ def test_indexing_a_dataset_reads_its_image_cache(tmp_path, tiny_cirr, sized):
     assert len(list((tmp_path / 'cache').iterdir())) == 1  # built on first use
     assert torch.equal(retriever.feats, expected)  # the same pixels, the same features
     assert retriever.names == plain.gallery_names
+
+
+@pytest.mark.parametrize('call, message', [
+    (lambda r, img: r.query(img, 'make it red', topk=0), 'topk must be a positive int, got 0'),
+    (lambda r, img: r.query(img, 'make it red', topk=-1), 'topk must be a positive int'),
+    (lambda r, img: r.query(img, 'make it red', topk=2.5), 'topk must be a positive int'),
+    (lambda r, img: r.query_batch([], []), 'got no queries'),
+    (lambda r, img: r.query_batch([img, img], ['a']), 'got 2 images and 1 texts'),
+])
+def test_degenerate_queries_get_clear_errors(tmp_path, gallery_dir, call, message):
+    """Issue 24: topk=0, topk=-1, an empty or mismatched query batch."""
+    retriever = CIRRetriever(tiny_cfg(), device='cpu').index(gallery_dir, progress=False)
+    with pytest.raises(ValueError, match=message):
+        call(retriever, osp.join(gallery_dir, 'img0.png'))
+
+
+def test_a_reference_through_a_symlink_or_listed_twice_is_not_its_own_hit(tmp_path):
+    for i in range(4):
+        write_image(str(tmp_path / 'g' / f'{i}.png'), seed=i)
+    os.symlink(tmp_path / 'g', tmp_path / 'linked')
+    os.makedirs(tmp_path / 'top')
+    os.symlink(tmp_path / 'g', tmp_path / 'top' / 'sub')  # a symlinked sub-folder
+    retriever = CIRRetriever(tiny_cfg(), device='cpu')
+    assert len(retriever.index(str(tmp_path / 'top'), progress=False).names) == 4
+    twice = [str(tmp_path / 'g' / '0.png'), str(tmp_path / 'linked' / '0.png'),
+             str(tmp_path / 'g' / '1.png')]
+    assert len(retriever.index(twice, progress=False).names) == 2  # one file, once
+    hits = retriever.query(str(tmp_path / 'linked' / '0.png'), 'make it red', topk=5)
+    assert [name for name, _ in hits] == [twice[2]]  # the other file, not 0.png again

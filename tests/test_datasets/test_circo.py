@@ -102,6 +102,19 @@ def test_bad_records_name_the_file_and_record(tmp_path):
     path.write_text(json.dumps(broken))
     with pytest.raises(ValueError, match=r'record 4 \(id 4\): images \[123\] are not in'):
         CIRCO(str(tmp_path / 'CIRCO'), 'val')
+    target = records[4]['target_img_id']
+    for bad in ([target, target], [target, True]):  # a repeated ground truth, a boolean id
+        broken[4]['gt_img_ids'] = bad
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=r'record 4 \(id 4\): gt_img_ids should be a '
+                                             'non-empty list of distinct image ids'):
+            CIRCO(str(tmp_path / 'CIRCO'), 'val')
+    broken[4]['gt_img_ids'] = records[4]['gt_img_ids']
+    broken[4]['id'] = False
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="'id' should be int, got bool"):
+        CIRCO(str(tmp_path / 'CIRCO'), 'val')
+    broken[4]['id'] = records[4]['id']
     del broken[4]['gt_img_ids']
     path.write_text(json.dumps(broken))
     with pytest.raises(ValueError, match="missing key 'gt_img_ids'"):

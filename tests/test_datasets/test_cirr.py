@@ -106,6 +106,11 @@ def test_missing_annotation_file_names_file_and_layout(tmp_path):
     (lambda r: r['img_set'].update(members=['a']), 'img_set.members should be a list of 6'),
     (lambda r: r.update(reference='dev-nope'), r"images \['dev-nope'\] are not in"),
     (lambda r: r.pop('target_hard'), "missing key 'target_hard'"),
+    # Issue 24: a member listed twice (the target five times lifted Rsubset@1 from 0 to 100),
+    # a boolean pairid.
+    (lambda r: r['img_set'].update(members=[r['reference']] + [r['target_hard']] * 5),
+     r"record 3 \(pairid \d+\): img_set.members repeats \['dev-"),
+    (lambda r: r.update(pairid=True), r"'pairid' should be int, got bool"),
 ])
 def test_malformed_record(tmp_path, real_cirr, mutate, message):
     root = tmp_path / 'c'
@@ -115,6 +120,15 @@ def test_malformed_record(tmp_path, real_cirr, mutate, message):
     mutate(records[3])
     json.dump(records, open(root / 'cirr' / 'captions' / 'cap.rc2.val.json', 'w'))
     with pytest.raises(ValueError, match=message):
+        CIRR(str(root), 'val', check_images=False)
+
+
+def test_absurdly_nested_json_names_the_file(tmp_path, real_cirr):
+    root = tmp_path / 'c'
+    os.makedirs(root / 'cirr' / 'captions')
+    shutil.copytree(osp.join(real_cirr, 'cirr', 'image_splits'), root / 'cirr' / 'image_splits')
+    (root / 'cirr' / 'captions' / 'cap.rc2.val.json').write_text('[' * 100_000 + ']' * 100_000)
+    with pytest.raises(ValueError, match=r'cap\.rc2\.val\.json: the JSON is nested too deeply'):
         CIRR(str(root), 'val', check_images=False)
 
 
