@@ -215,6 +215,10 @@ class BaseCIRDataset(BaseDataset):
             pad and resize steps are replaced by reads from a memory-mapped store of this split
             (:class:`~ssn_plugin.datasets.image_cache.CachedCIRImages`), built on first use or
             by ``tools/build_image_cache.py``. Defaults to None (decode every time).
+        image_cache_verify (str): How an existing store is checked against the image files
+            when it opens: ``'content'`` re-hashes every file (catches a file changed with
+            its size and modification time kept; about 1 ms an image, benchmarks/README.md),
+            ``'stamp'`` compares size and modification time only. Defaults to 'content'.
         **kwargs: Passed to ``BaseDataset`` (``metainfo``, ``indices``, ``lazy_init``, ...).
     """
 
@@ -239,7 +243,8 @@ class BaseCIRDataset(BaseDataset):
     def __init__(self, data_root: str, split: str, pipeline: Sequence = (),
                  gallery_pipeline: Optional[Sequence] = None, skip_missing: bool = False,
                  check_images: bool = True, report_dir: Optional[str] = None,
-                 decode_images: bool = False, image_cache: Optional[str] = None, **kwargs):
+                 decode_images: bool = False, image_cache: Optional[str] = None,
+                 image_cache_verify: str = 'content', **kwargs):
         if split not in self.SPLITS:
             raise ValueError(f'Unknown {self.NAME} split {split!r}: expected one of '
                              f'{self.SPLITS}{self.SPLIT_HINT}.')
@@ -250,6 +255,7 @@ class BaseCIRDataset(BaseDataset):
         self.report_dir = report_dir
         self.decode_images = decode_images
         self.image_cache = image_cache
+        self.image_cache_verify = image_cache_verify
         self.gallery: List[dict] = []
         self.dropped_ids: List = []
         # Built once, so that settings filled in later (the model's image size) are kept.
@@ -339,7 +345,8 @@ class BaseCIRDataset(BaseDataset):
         if self.image_cache is None or not transforms:
             return transforms
         return use_image_cache(transforms, self.image_cache,
-                               f'{type(self).__name__.lower()}_{self.split}')
+                               f'{type(self).__name__.lower()}_{self.split}',
+                               self.image_cache_verify)
 
     def cached_image_transforms(self) -> List[CachedCIRImages]:
         """The cache lookups of the query and gallery pipelines."""

@@ -387,7 +387,8 @@ class CachedCIRImages(BaseTransform):
     deterministic_pixels = True
 
     def __init__(self, transforms: Sequence, cache_root: str,
-                 keys: Sequence[str] = ('ref_img', 'tgt_img'), name: str = 'images'):
+                 keys: Sequence[str] = ('ref_img', 'tgt_img'), name: str = 'images',
+                 verify: str = 'content'):
         built = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in transforms]
         for transform in built:
             if not isinstance(transform, CACHEABLE):
@@ -398,6 +399,7 @@ class CachedCIRImages(BaseTransform):
         self.keys = tuple(keys)
         self.cache_root = cache_root
         self.name = name
+        self.verify = verify
         self.store: Optional[ImageStore] = None
 
     @property
@@ -418,7 +420,7 @@ class CachedCIRImages(BaseTransform):
         """
         if build:
             self.build(paths, workers=workers, progress=progress)
-        self.store = ImageStore.open(self.directory, paths, self.signature)
+        self.store = ImageStore.open(self.directory, paths, self.signature, self.verify)
         return self.store
 
     def build(self, paths: Sequence[str], workers: Optional[int] = None,
@@ -444,7 +446,8 @@ class CachedCIRImages(BaseTransform):
                 f'transforms={self.transforms})')
 
 
-def use_image_cache(transforms: List, cache_root: str, name: str) -> List:
+def use_image_cache(transforms: List, cache_root: str, name: str,
+                    verify: str = 'content') -> List:
     """Replace the cacheable head of a built pipeline by one :class:`CachedCIRImages`.
 
     The head is the run of :data:`CACHEABLE` transforms at the start (it must begin with
@@ -457,5 +460,5 @@ def use_image_cache(transforms: List, cache_root: str, name: str) -> List:
         raise ValueError(f'image_cache needs a pipeline that starts with LoadCIRImages; got '
                          f'{[type(t).__name__ for t in transforms]}')
     keys = transforms[0].keys
-    cached = CachedCIRImages(transforms[:head], cache_root, keys=keys, name=name)
+    cached = CachedCIRImages(transforms[:head], cache_root, keys=keys, name=name, verify=verify)
     return [cached] + list(transforms[head:])

@@ -189,6 +189,12 @@ def test_a_file_changed_with_its_size_and_mtime_kept_is_caught(cirr, tmp_path):
     with pytest.raises(StaleCacheError, match=f'{changed} changed after the cache was built '
                        r'\(its content; size and modification time are the same\).*rebuild'):
         again.prepare_image_caches()
+    # image_cache_verify='stamp' trades this check for speed, as documented.
+    fast = CIRR(cirr, 'val', pipeline=unsized(QUERY_PIPELINE),
+                gallery_pipeline=unsized(GALLERY_PIPELINE), report_dir=str(tmp_path),
+                image_cache=str(tmp_path / 'cache'), image_cache_verify='stamp')
+    fill_image_size(list(fast.pipeline.transforms) + list(fast.gallery_pipeline), (32, 32))
+    assert fast.prepare_image_caches() == 2
 
 
 @pytest.mark.parametrize('damage', ['truncate', 'empty'])
