@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_data import write_photos  # noqa: E402
 from ssn_plugin.datasets import CLIPResizeCrop, LoadCIRImages  # noqa: E402
-from ssn_plugin.datasets.image_cache import _file_stamp, file_digest  # noqa: E402
+from ssn_plugin.datasets.image_cache import file_stamp, file_digest  # noqa: E402
 
 
 def per_image(fn, paths, repeats: int) -> float:
@@ -48,7 +48,7 @@ def main(argv=None):
         load, resize = LoadCIRImages(keys=('img', )), CLIPResizeCrop(224, keys=('img', ))
         decode = per_image(lambda p: resize(load(dict(img_path=p))), paths, 3)
         digest = per_image(file_digest, paths, 5)
-        stamp = per_image(_file_stamp, paths, 5)
+        stamp = per_image(file_stamp, paths, 5)
     print(f'# {time.strftime("%Y-%m-%d")} {platform.node()} {platform.processor() or "cpu"}, '
           f'torch {torch.__version__}, 1 thread, {count} photo-like PNGs of {kb:.0f} KB')
     print('| check | ms per image | images/s |')

@@ -1,12 +1,14 @@
 """Retrieval pictures: the query (reference + text) and its top-k results in one image.
 
-Used by the metrics (``tools/test.py --show-dir``) and by :mod:`ssn_plugin.apis`; it imports
-nothing of ssn_plugin, so both can import it.
+Used by the metrics (``tools/test.py --show-dir``) and by :mod:`ssn_plugin.apis`; of ssn_plugin
+it imports only the image loader (:mod:`ssn_plugin.datasets.image_io`), so both can import it.
 """
 import textwrap
 from typing import Optional, Sequence, Tuple, Union
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from ssn_plugin.datasets.image_io import as_rgb_image
 
 QUERY_COLOUR = (52, 101, 164)
 TRUTH_COLOUR = (46, 160, 67)
@@ -16,10 +18,8 @@ LABEL_HEIGHT = 16
 
 
 def _load(image: Union[str, Image.Image], tile: int) -> Image.Image:
-    if isinstance(image, str):
-        with Image.open(image) as img:
-            image = img.convert('RGB')
-    return ImageOps.pad(image.convert('RGB'), (tile, tile), color=(255, 255, 255))
+    """A tile of an image file (read by the project's loader) or an in-memory image."""
+    return ImageOps.pad(as_rgb_image(image), (tile, tile), color=(255, 255, 255))
 
 
 def draw_retrieval_grid(reference: Union[str, Image.Image],

@@ -12,6 +12,7 @@ from mmengine.utils import ProgressBar
 from PIL import Image
 
 from ssn_plugin.datasets.base import BaseCIRDataset, build_pipeline
+from ssn_plugin.datasets.image_cache import file_stamp
 from ssn_plugin.datasets.image_io import as_rgb_image
 from ssn_plugin.datasets.transforms import LoadCIRImages, fill_image_size
 from ssn_plugin.engine import load_local_checkpoint, safe_load
@@ -40,12 +41,6 @@ def list_images(folder: str) -> List[str]:
         seen.add(real)
         found += [osp.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
     return sorted(found)
-
-
-def file_stamp(path: str) -> List[int]:
-    """(size, modification time in ns) of a file: what an index checks on load."""
-    stat = os.stat(path)
-    return [stat.st_size, stat.st_mtime_ns]
 
 
 def unique_files(names: List[str], paths: List[str]):

@@ -67,7 +67,8 @@ def output_size(transforms: Sequence) -> Optional[tuple]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def _file_stamp(path: str) -> List[int]:
+def file_stamp(path: str) -> List[int]:
+    """(size, modification time in ns) of a file."""
     stat = os.stat(path)
     return [stat.st_size, stat.st_mtime_ns]
 
@@ -216,7 +217,7 @@ class ImageStore:
             return [f'{len(absent)} images are not in it, e.g. {absent[:3]}']
         for path in paths:
             try:
-                stamp = _file_stamp(path)
+                stamp = file_stamp(path)
             except FileNotFoundError:
                 return [f'{path} no longer exists']
             if stamp != entries[osp.abspath(path)][0]:
@@ -249,7 +250,7 @@ class ImageStore:
         if size is None:  # no resize: the images' own size, which must be the same for all
             size = preprocess(paths[0], transforms).shape[:2]
         height, width = size
-        files = [[osp.abspath(p), _file_stamp(p), digest]
+        files = [[osp.abspath(p), file_stamp(p), digest]
                  for p, digest in zip(paths, _digests(paths, workers))]
         manifest = dict(format=STORE_FORMAT, version=__version__, signature=signature,
                         size=[height, width], files=files, complete=False)
