@@ -29,6 +29,11 @@ class ImageTooLarge(ValueError):
 
 def check_size(size: Tuple[int, int], where: str, max_pixels: int = MAX_PIXELS,
                max_aspect: float = MAX_ASPECT) -> None:
+    """Refuse an image ``size`` (width, height) over the bounds, naming ``where``.
+
+    Raises:
+        ImageTooLarge: with the size, the bound and what to do.
+    """
     width, height = size
     if width < 1 or height < 1:
         raise ImageTooLarge(f'{where}: the image is {width}x{height} pixels; it has no pixels')

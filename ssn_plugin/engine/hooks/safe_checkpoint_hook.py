@@ -24,6 +24,7 @@ def replace_atomically(tmp: str, path: str) -> None:
 
 
 def write_text_atomically(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a flushed temporary file and a rename."""
     tmp = f'{path}.tmp'
     with open(tmp, 'w') as f:
         f.write(text)
