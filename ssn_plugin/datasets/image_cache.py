@@ -110,6 +110,8 @@ def _reserve(path: str, nbytes: int, directory: str) -> None:
         raise OSError(errno.ENOSPC, f'the image cache {directory} needs {nbytes / 2**30:.2f} '
                       f'GiB, the disk has {free / 2**30:.2f} GiB free; free space or choose '
                       'another --image-cache folder')
+    if not hasattr(os, 'posix_fallocate'):  # macOS: the free-space check above only
+        return
     fd = os.open(path, os.O_RDWR)
     try:
         os.posix_fallocate(fd, 0, nbytes)
