@@ -86,3 +86,61 @@ def test_every_path_reads_the_same_pixels(tmp_path):
     with Image.open(tmp_path / 'deep.png') as opened:
         assert np.array_equal(np.asarray(as_rgb_image(opened)), trained)
     assert np.array_equal(np.asarray(read_image(str(tmp_path / 'deep.png'))), trained)
+
+
+@pytest.mark.parametrize('value, expected', [(300.0, 255), (-5.0, 0), (float('nan'), 0),
+                                             (0.2, 51)])
+def test_float_images_outside_the_unit_range_are_clipped(value, expected):
+    """Values in [0, 1] scale by 255 (0.2 -> 51); others are taken as 0-255 and clipped."""
+    image = Image.fromarray(np.full((4, 4), value, np.float32), mode='F')
+    assert set(np.asarray(as_rgb_image(image)).reshape(-1).tolist()) == {expected}
+
+
+def test_one_pixel_beyond_1_makes_a_float_image_0_255():
+    array = np.full((4, 4), 0.2, np.float32)
+    array[0, 0] = 2.0
+    shown = np.asarray(as_rgb_image(Image.fromarray(array, mode='F')))
+    assert shown[0, 0, 0] == 2 and set(shown[1:, 1:].reshape(-1).tolist()) == {0}
+
+
+def test_32_bit_values_beyond_16_bits_saturate():
+    image = Image.fromarray(np.full((4, 4), 70000, np.int32), mode='I')
+    assert set(np.asarray(as_rgb_image(image)).reshape(-1).tolist()) == {255}
+
+
+@pytest.mark.parametrize('mode', ['LA', 'PA', 'P'])
+def test_every_kind_of_transparency_is_composited_over_white(mode):
+    if mode == 'P':  # a palette image whose index 0 is transparent
+        image = Image.new('P', (4, 4), 0)
+        image.putpalette([0, 0, 0] * 256)
+        image.info['transparency'] = 0
+    elif mode == 'PA':
+        image = Image.new('RGBA', (4, 4), (0, 0, 0, 0)).convert('PA')
+    else:
+        image = Image.new('LA', (4, 4), (0, 0))
+    shown = np.asarray(as_rgb_image(image))
+    assert shown.shape == (4, 4, 3) and set(shown.reshape(-1).tolist()) == {255}
+
+
+def test_an_rgb_image_comes_back_as_a_copy():
+    original = Image.new('RGB', (4, 4), (10, 20, 30))
+    shown = as_rgb_image(original)
+    shown.putpixel((0, 0), (0, 0, 0))
+    assert original.getpixel((0, 0)) == (10, 20, 30)
+
+
+def test_a_path_and_an_open_image_read_alike(tmp_path):
+    Image.fromarray(np.full((5, 7), 40000, np.uint16), mode='I;16').save(tmp_path / 'a.png')
+    from_path = np.asarray(as_rgb_image(str(tmp_path / 'a.png')))
+    assert from_path.shape == (5, 7, 3) and set(from_path.reshape(-1).tolist()) == {155}
+
+
+def test_the_bounds_are_inclusive():
+    from ssn_plugin.datasets.image_io import check_size
+    check_size((100, 2), 'x', max_pixels=200, max_aspect=50.0)  # exactly at both bounds
+    with pytest.raises(ImageTooLarge, match='201 pixels'):
+        check_size((201, 1), 'x', max_pixels=200, max_aspect=1000.0)
+    with pytest.raises(ImageTooLarge, match='aspect ratio over 50:1'):
+        check_size((101, 2), 'x', max_pixels=1000, max_aspect=50.0)
+    with pytest.raises(ImageTooLarge, match='has no pixels'):
+        check_size((0, 5), 'x')
