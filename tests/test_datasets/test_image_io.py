@@ -89,7 +89,7 @@ def test_every_path_reads_the_same_pixels(tmp_path):
 
 
 @pytest.mark.parametrize('value, expected', [(300.0, 255), (-5.0, 0), (float('nan'), 0),
-                                             (0.2, 51)])
+                                             (0.2, 51), (0.6, 153)])
 def test_float_images_outside_the_unit_range_are_clipped(value, expected):
     """Values in [0, 1] scale by 255 (0.2 -> 51); others are taken as 0-255 and clipped."""
     image = Image.fromarray(np.full((4, 4), value, np.float32), mode='F')
@@ -103,9 +103,26 @@ def test_one_pixel_beyond_1_makes_a_float_image_0_255():
     assert shown[0, 0, 0] == 2 and set(shown[1:, 1:].reshape(-1).tolist()) == {0}
 
 
-def test_32_bit_values_beyond_16_bits_saturate():
-    image = Image.fromarray(np.full((4, 4), 70000, np.int32), mode='I')
-    assert set(np.asarray(as_rgb_image(image)).reshape(-1).tolist()) == {255}
+@pytest.mark.parametrize('mode, value, expected', [
+    ('I', 70000, 255),   # beyond 16 bits: saturates
+    ('I', 255, 255),     # at most 255: 8-bit data, kept
+    ('I', 256, 0),       # above 255: 16-bit data, 256 / 65535 of white
+    ('I', -5, 0),        # negative: clipped
+    ('I', 0, 0),
+    ('I;16', 0, 0),
+    ('I;16', 255, 0),    # 16-bit data even when small: 255 / 65535 of white
+])
+def test_integer_images_are_scaled_by_their_bit_depth(mode, value, expected):
+    dtype = np.uint16 if mode == 'I;16' else np.int32
+    image = Image.fromarray(np.full((4, 4), value, dtype), mode=mode)
+    assert set(np.asarray(as_rgb_image(image)).reshape(-1).tolist()) == {expected}
+
+
+def test_an_in_memory_image_over_the_bounds_says_so():
+    with pytest.raises(ImageTooLarge, match=r'^an in-memory image: the image is 1x100 pixels'):
+        as_rgb_image(Image.new('RGB', (1, 100)))
+    with pytest.raises(ImageTooLarge, match=r'^upload\.png: the image is 1x100'):
+        as_rgb_image(Image.new('RGB', (1, 100)), 'upload.png')
 
 
 @pytest.mark.parametrize('mode', ['LA', 'PA', 'P'])
