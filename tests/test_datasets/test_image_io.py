@@ -118,6 +118,13 @@ def test_integer_images_are_scaled_by_their_bit_depth(mode, value, expected):
     assert set(np.asarray(as_rgb_image(image)).reshape(-1).tolist()) == {expected}
 
 
+def test_negative_values_of_a_16_bit_range_are_clipped_not_wrapped():
+    array = np.full((4, 4), 70000, np.int32)
+    array[0, 0] = -70000
+    shown = np.asarray(as_rgb_image(Image.fromarray(array, mode='I')))
+    assert shown[0, 0, 0] == 0 and shown[1, 1, 0] == 255
+
+
 def test_an_in_memory_image_over_the_bounds_says_so():
     with pytest.raises(ImageTooLarge, match=r'^an in-memory image: the image is 1x100 pixels'):
         as_rgb_image(Image.new('RGB', (1, 100)))
