@@ -132,7 +132,7 @@ class CIRRetriever:
         self.names: List[str] = []
         self.paths: List[str] = []
         self.feats: Optional[torch.Tensor] = None
-        self._position: dict = {}  # absolute image path -> gallery index
+        self._position: dict = {}  # real image path (symlinks resolved) -> gallery index
         self._digest: Optional[str] = None
         self.skipped: dict = {}  # unreadable gallery files left out by index(), path -> why
 

@@ -180,7 +180,7 @@ def message_html(text: str = '', error: bool = True) -> str:
 THUMBNAIL_SIZE = 320
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=512)  # at most about 150 MB of 320 px thumbnails
 def thumbnail(path: str) -> Image.Image:
     """The image the page shows for a file: decoded by the project's loader and shrunk, so
     the page serves pictures, never the files or their folders."""
