@@ -11,8 +11,10 @@ import os
 import os.path as osp
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from mmengine.logging import HistoryBuffer
 from mmengine.config import Config
 from mmengine.runner import Runner
 
@@ -108,6 +110,33 @@ def test_the_checkpoint_loader_rebuilds_the_gadget_as_plain_data(tmp_path):
     assert type(gadget) is collections.OrderedDict and not vars(gadget)  # no instance state
     copy.deepcopy(loaded)
     assert not marker.exists()
+
+
+def test_history_buffers_are_rebuilt_from_their_numbers(tmp_path):
+    """A message hub's HistoryBuffer loads as a new buffer with the same history, max length
+    and statistics, and without any other instance state."""
+    buffer = HistoryBuffer([1.0, 2.0, 6.0], [1, 1, 2], max_length=7)
+    buffer.__dict__['__deepcopy__'] = 'planted'
+    path = tmp_path / 'hub.pth'
+    torch.save(dict(message_hub=dict(log_scalars=dict(loss=buffer))), path)
+    loaded = load_local_checkpoint(str(path))['message_hub']['log_scalars']['loss']
+    assert type(loaded) is HistoryBuffer and loaded is not buffer
+    assert loaded.data[0].tolist() == [1.0, 2.0, 6.0] and loaded.data[1].tolist() == [1, 1, 2]
+    assert loaded.max_length == 7 and loaded.mean() == pytest.approx(9.0 / 4)  # sum / counts
+    assert '__deepcopy__' not in vars(loaded)
+
+
+@pytest.mark.parametrize('field, value', [
+    ('_log_history', 'not numbers'), ('_count_history', np.zeros(2)),  # lengths 3 and 2
+    ('max_length', 7.5)])
+def test_a_history_buffer_that_is_not_two_arrays_and_an_int_is_refused(tmp_path, field, value):
+    buffer = HistoryBuffer([1.0, 2.0, 6.0], [1, 1, 2])
+    setattr(buffer, field, value)
+    path = tmp_path / 'hub.pth'
+    torch.save(dict(message_hub=dict(log_scalars=dict(loss=buffer))), path)
+    with pytest.raises(UnsafeFileError, match=r"\['loss'\]: a HistoryBuffer whose history is "
+                                              'not two arrays of equal length and an int'):
+        load_local_checkpoint(str(path))
 
 
 def test_objects_reached_through_getattr_are_refused_by_path(tmp_path):
