@@ -63,3 +63,24 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r'does not fit the model .* tensors of another shape '
                                          r'\(first: clip\.model\.visual'):
         test_tool.main([config, ckpt, '--work-dir', str(tmp_path / 'work')])
+
+
+def test_ddp_prefixes_are_stripped():
+    from ssn_plugin.engine.checkpoint import strip_ddp_prefix
+    assert strip_ddp_prefix({'module.a.weight': 1, 'b': 2, 'x.module.c': 3}) == {
+        'a.weight': 1, 'b': 2, 'x.module.c': 3}
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda s: s.pop('bias'), r"1 tensors missing \(first: bias\)"),
+    (lambda s: s.update(extra=torch.ones(1)), r"1 tensors the model does not have \(first: extra\)"),
+    (lambda s: s.update(weight=torch.ones(3, 3)), r'1 tensors of another shape \(first: weight'),
+])
+def test_each_kind_of_misfit_is_named(edit, message):
+    from ssn_plugin.engine.checkpoint import check_checkpoint_fits
+    model = torch.nn.Linear(2, 2)
+    state = dict(model.state_dict())
+    check_checkpoint_fits(model, dict(state))  # fits: nothing raised
+    edit(state)
+    with pytest.raises(ValueError, match=message):
+        check_checkpoint_fits(model, {f'module.{k}': v for k, v in state.items()})

@@ -139,6 +139,31 @@ def test_a_history_buffer_that_is_not_two_arrays_and_an_int_is_refused(tmp_path,
         load_local_checkpoint(str(path))
 
 
+def test_a_history_buffer_without_its_fields_loads_empty(tmp_path):
+    buffer = HistoryBuffer([1.0], [1])
+    for field in ('_log_history', '_count_history', 'max_length'):
+        delattr(buffer, field)
+    path = tmp_path / 'hub.pth'
+    torch.save(dict(loss=buffer), path)
+    loaded = load_local_checkpoint(str(path))['loss']
+    assert loaded.data[0].size == 0 and loaded.data[1].size == 0
+    assert loaded.max_length == 1000000  # HistoryBuffer's own default
+
+
+def test_what_a_history_buffer_holds_is_checked_by_path(tmp_path):
+    buffer = HistoryBuffer([1.0], [1])
+    buffer._log_history = [Call(getattr, getattr, '__self__')]  # a module, not a number
+    path = tmp_path / 'hub.pth'
+    torch.save(dict(loss=buffer), path)
+    with pytest.raises(UnsafeFileError, match=r"\['loss'\]\._log_history\[0\]: a "
+                                              'builtins.module'):
+        load_local_checkpoint(str(path))
+    buffer._log_history, buffer._count_history = np.ones(1), [Call(getattr, getattr, '__self__')]
+    torch.save(dict(loss=buffer), path)
+    with pytest.raises(UnsafeFileError, match=r"\._count_history\[0\]: a builtins.module"):
+        load_local_checkpoint(str(path))
+
+
 def test_objects_reached_through_getattr_are_refused_by_path(tmp_path):
     path = tmp_path / 'function.pth'
     torch.save(dict(meta=dict(hook=Call(getattr, getattr, '__self__'))), path)  # a module
