@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import os.path as osp
+import re
 import shutil
 
 import numpy as np
@@ -19,7 +20,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from helpers import TINY_CLIP, make_tiny_cirr, write_tiny_config
-from ssn_plugin.engine import NothingToResume, UnsafeFileError, load_local_checkpoint
+from ssn_plugin.engine import (NothingToResume, UnsafeFileError, load_local_checkpoint,
+                               plain_data)
 from ssn_plugin.engine.checkpoint import _safe_globals, safe_load
 
 RUNS = iter(range(10**6))
@@ -167,9 +169,25 @@ def test_what_a_history_buffer_holds_is_checked_by_path(tmp_path):
 def test_objects_reached_through_getattr_are_refused_by_path(tmp_path):
     path = tmp_path / 'function.pth'
     torch.save(dict(meta=dict(hook=Call(getattr, getattr, '__self__'))), path)  # a module
-    with pytest.raises(UnsafeFileError, match=r"\['meta'\]\['hook'\]: a builtins.module is "
-                                              'not plain data'):
+    where = re.escape(str(path)) + r"\['meta'\]\['hook'\]"
+    with pytest.raises(UnsafeFileError, match=f'^{where}: a builtins.module is not plain data'):
         load_local_checkpoint(str(path))
+
+
+@pytest.mark.parametrize('content, where', [
+    (dict(hooks=[1, Call(getattr, getattr, '__self__')]), r"\['hooks'\]\[1\]"),
+    ({Call(getattr, getattr, '__self__'): 1}, r", key <module 'builtins'"),
+])
+def test_list_items_and_keys_are_named_too(tmp_path, content, where):
+    path = tmp_path / 'nested.pth'
+    torch.save(content, path)
+    with pytest.raises(UnsafeFileError, match=f'^{re.escape(str(path))}{where}'):
+        load_local_checkpoint(str(path))
+
+
+def test_plain_data_called_alone_names_the_file_generically():
+    with pytest.raises(UnsafeFileError, match=r'^the file\[0\]: a builtins.type'):
+        plain_data([type])
 
 
 @pytest.mark.slow
