@@ -375,13 +375,14 @@ class BaseCIRDataset(BaseDataset):
         by_store: Dict[str, List[CachedCIRImages]] = {}
         for transform in cached:
             by_store.setdefault(transform.directory, []).append(transform)
+        built = set()
         if build:
             if is_main_process():
-                for first, *_ in by_store.values():
-                    first.build(paths, workers=workers)
+                built = {d for d, (first, *_) in by_store.items()
+                         if first.build(paths, workers=workers)}
             barrier()
-        for first, *others in by_store.values():
-            store = first.prepare(paths, build=False)
+        for directory, (first, *others) in by_store.items():
+            store = first.prepare(paths, build=False, just_built=directory in built)
             for transform in others:
                 transform.store = store
         return len(cached)

@@ -414,25 +414,30 @@ class CachedCIRImages(BaseTransform):
         return store_directory(self.cache_root, self.name, self.signature)
 
     def prepare(self, paths: Sequence[str], build: bool = True, workers: Optional[int] = None,
-                progress: bool = True) -> ImageStore:
+                progress: bool = True, just_built: bool = False) -> ImageStore:
         """Open the store for ``paths``; build it when it does not exist and ``build``.
 
         A store that exists but does not match (changed files, an unfinished build of other
         files, another version) raises :class:`StaleCacheError`; it is never rebuilt behind
-        the user's back, except for resuming an interrupted build of the same files.
+        the user's back, except for resuming an interrupted build of the same files. A store
+        this process has just built (``just_built``, or built here) is not re-hashed: its
+        digests were computed moments ago; sizes and modification times are still checked.
         """
         if build:
-            self.build(paths, workers=workers, progress=progress)
-        self.store = ImageStore.open(self.directory, paths, self.signature, self.verify)
+            just_built = self.build(paths, workers=workers, progress=progress) or just_built
+        verify = 'stamp' if just_built else self.verify
+        self.store = ImageStore.open(self.directory, paths, self.signature, verify)
         return self.store
 
     def build(self, paths: Sequence[str], workers: Optional[int] = None,
-              progress: bool = True) -> None:
+              progress: bool = True) -> bool:
         """Build the store when it is missing or its build was interrupted; a complete store
-        is left for :meth:`prepare` to check."""
-        if not store_complete(self.directory):
-            ImageStore.build(self.directory, paths, self.transforms, workers=workers,
-                             progress=progress)
+        is left for :meth:`prepare` to check. Returns whether it built."""
+        if store_complete(self.directory):
+            return False
+        ImageStore.build(self.directory, paths, self.transforms, workers=workers,
+                         progress=progress)
+        return True
 
     def transform(self, results: dict) -> dict:
         if self.store is None:
