@@ -1,9 +1,15 @@
 """The shared fixtures; the helpers they use live in tests/helpers/."""
 import json
+import os
 
 import pytest
 
 from helpers import TINY_CLIP, make_tiny_cirr
+
+# The multi-process tests run on this machine only: gloo over the loopback interface, as
+# tools/dist_*.sh set it, whatever address the host name resolves to (inherited by the
+# processes the tests start).
+os.environ.setdefault('GLOO_SOCKET_IFNAME', 'lo')
 
 
 @pytest.fixture

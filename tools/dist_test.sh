@@ -9,6 +9,12 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 # The Python the project is installed in (e.g. PYTHON=/path/to/venv/bin/python).
 PYTHON=${PYTHON:-python}
+# One machine: gloo talks over the loopback interface. Left to itself, gloo uses the address the
+# host name resolves to, and where that address is not reachable (some containers) its processes
+# wait for each other until the 30-minute timeout.
+if [ "$NNODES" = 1 ]; then
+    export GLOO_SOCKET_IFNAME=${GLOO_SOCKET_IFNAME:-lo}
+fi
 
 PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
 "$PYTHON" -m torch.distributed.run --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR \

@@ -4,6 +4,7 @@ Each process runs the model on its half of one batch, the loss gathers queries a
 gradients, and the gradients are averaged across processes as DDP does. The losses and every
 parameter's gradient must equal those of one process with the whole batch.
 """
+import datetime
 import os
 import socket
 
@@ -19,6 +20,8 @@ from ssn_plugin.registry import MODELS
 TEXTS = ['make it red', 'remove the dog and add two cats', 'a', 'the same but bigger',
          'blue', 'no people, add a beach and a boat on the left', 'x', 'larger']
 LOSS_KEYS = ('loss_con', 'loss_kl')
+# A process that cannot reach its peer fails after this, rather than gloo's 30 minutes.
+PEER_TIMEOUT = datetime.timedelta(seconds=90)
 
 
 def build(gather: bool, degradation: bool = True):
@@ -47,7 +50,7 @@ def step(model, part: slice):
 
 def worker(rank: int, world: int, port: int, gather: bool, out: str, degradation: bool):
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
-                            world_size=world)
+                            world_size=world, timeout=PEER_TIMEOUT)
     torch.set_num_threads(1)
     per = len(TEXTS) // world
     losses, grads = step(build(gather, degradation), slice(rank * per, (rank + 1) * per))
@@ -78,7 +81,7 @@ def check_gather_in_this_process():
     this process also so that tools that trace calls (mutation testing) see the function."""
     from ssn_plugin.models.losses import _GatherWithGrad
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0,
-                            world_size=1)
+                            world_size=1, timeout=PEER_TIMEOUT)
     try:
         x = torch.randn(3, 4, requires_grad=True)
         y = _GatherWithGrad.apply(x)
