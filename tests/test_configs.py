@@ -41,6 +41,19 @@ VARIANTS = {
     'circo/ssn_cirr_trained.py': ('cirr/ssn.py', dict(
         _CIRCO_EVAL, **{'val_evaluator.type': 'CIRCOMetric', 'test_evaluator.type': 'CIRCOMetric',
                         'default_hooks.checkpoint.save_best': 'circo/mAP@10'})),
+    'custom/ssn_triplets.py': ('cirr/ssn.py', dict(
+        {f'{loader}.{key}': value for loader in ('train_dataloader', 'val_dataloader',
+                                                 'test_dataloader')
+         for key, value in (('batch_size', 64), ('dataset.type', 'CustomCIRDataset'),
+                            ('dataset.data_root', 'data/my_triplets'))},
+        data_root='data/my_triplets', dataset_type='CustomCIRDataset', max_epochs=20,
+        param_scheduler=SUBTREE, **{
+            'val_evaluator.type': 'TripletRecallMetric',
+            'test_evaluator.type': 'TripletRecallMetric',
+            'default_hooks.checkpoint.save_best': 'triplets/mean_R',
+            'default_hooks.checkpoint.max_keep_ckpts': 2,
+            'optim_wrapper.optimizer.lr': 2.5e-5, 'train_cfg.max_epochs': 20,
+            'auto_scale_lr.base_batch_size': 64})),
 }
 
 
@@ -134,6 +147,7 @@ def synthetic_samples(metric_type: str, count: int):
         'FashionIQMetric': lambda i: dict(category=('dress', 'shirt', 'toptee')[i % 3],
                                           gallery_range=(0, count + 6)),
         'CIRCOMetric': lambda i: dict(query_id=i, gt_index=[i + 1], semantic_aspects=['focus']),
+        'TripletRecallMetric': lambda i: dict(group=('a', 'b')[i % 2]),
     }[metric_type]
     return [dict(ref_index=i, target_index=i + 1, **extra(i)) for i in range(count)]
 

@@ -61,9 +61,32 @@ def apply_runner_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
+def follow_data_root(cfg: Config, data_root: str) -> int:
+    """Point the datasets that read the config's top-level ``data_root`` at ``data_root``.
+
+    A Python config copies ``data_root`` into its datasets when it is read, so overriding the
+    variable alone would change nothing; with this, ``--cfg-options data_root=DIR`` moves
+    every data loader whose dataset used it (a dataset with a root of its own keeps it).
+
+    Returns:
+        int: how many datasets were changed.
+    """
+    old, count = cfg.get('data_root'), 0
+    for name in LOADERS:
+        dataset = (cfg.get(name) or {}).get('dataset')
+        if isinstance(dataset, dict) and old is not None and dataset.get('data_root') == old:
+            dataset['data_root'] = data_root
+            count += 1
+    return count
+
+
 def apply_cfg_options(cfg: Config, args: argparse.Namespace) -> Config:
     """``--cfg-options key=value``: applied after every other flag, so it has the last word
-    (as in mmpretrain's tools)."""
+    (as in mmpretrain's tools). ``data_root=DIR`` also moves the datasets that used the
+    config's ``data_root`` (:func:`follow_data_root`); a loader's own
+    ``...dataset.data_root=`` in the same options still wins."""
     if args.cfg_options is not None:
+        if 'data_root' in args.cfg_options:
+            follow_data_root(cfg, args.cfg_options['data_root'])
         cfg.merge_from_dict(args.cfg_options)
     return cfg

@@ -242,3 +242,49 @@ class ShapesCIRR(CIRR):
                 shutil.rmtree(tmp, ignore_errors=True)
             print_log(f'Generated {counts}', logger='current')
         super().__init__(data_root=data_root, split=split, **kwargs)
+
+
+def generate_shapes_triplets(root: str, seed: int = 0, num_train_sets: int = 3000,
+                             num_val_sets: int = 500, queries_per_set: int = 2,
+                             image_size: int = 64) -> Dict[str, int]:
+    """Write the shapes dataset in the own-triplets layout of
+    :class:`~ssn_plugin.datasets.CustomCIRDataset` under ``root``: ``train.jsonl``,
+    ``val.jsonl`` (``id`` = the CIRR pairid, ``group`` = the instruction type), ``gallery.txt``
+    (the val images no triplet names: the other variants of each image set, as distractors)
+    and ``images/{train/<k>,dev}/``. The same scenes and captions as
+    :func:`generate_shapes_dataset` with the same arguments.
+
+    Returns:
+        dict: number of triplets and images per split.
+    """
+    parent = osp.dirname(osp.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix='.shapes_cirr_')
+    try:
+        counts = generate_shapes_dataset(tmp, seed=seed, num_train_sets=num_train_sets,
+                                         num_val_sets=num_val_sets,
+                                         queries_per_set=queries_per_set, image_size=image_size)
+        os.makedirs(osp.join(root, 'images'), exist_ok=True)
+        for split in ('train', 'val'):
+            with open(osp.join(tmp, 'cirr', 'captions', f'cap.rc2.{split}.json')) as f:
+                records = json.load(f)
+            with open(osp.join(tmp, 'cirr', 'image_splits', f'split.rc2.{split}.json')) as f:
+                rels = {name: osp.normpath(rel) for name, rel in json.load(f).items()}
+            source = osp.join(tmp, 'images') if split == 'train' else tmp
+            for rel in rels.values():
+                os.makedirs(osp.dirname(osp.join(root, 'images', rel)), exist_ok=True)
+                os.replace(osp.join(source, rel), osp.join(root, 'images', rel))
+            with open(osp.join(root, f'{split}.jsonl'), 'w') as f:
+                for r in records:
+                    f.write(json.dumps(dict(
+                        id=str(r['pairid']), reference=rels[r['reference']],
+                        caption=r['caption'], target=rels[r['target_hard']],
+                        group=r['instruction_type'])) + '\n')
+            if split == 'val':
+                named = {n for r in records for n in (r['reference'], r['target_hard'])}
+                with open(osp.join(root, 'gallery.txt'), 'w') as f:
+                    f.writelines(f'{rel}\n' for name, rel in rels.items() if name not in named)
+        os.replace(osp.join(tmp, 'shapes_scenes.json'), osp.join(root, 'shapes_scenes.json'))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return counts

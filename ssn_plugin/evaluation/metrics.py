@@ -20,7 +20,7 @@ from ssn_plugin.registry import METRICS
 from ssn_plugin.visualization import draw_retrieval_grid
 from .functional import (DEFAULT_CHUNK_ELEMS, checked_gt_index, circo_scores,
                          cirr_recalls_from_ranks, fashioniq_recalls, rank_gallery,
-                         recalls_by_group)
+                         recall_at_k, recalls_by_group)
 from .submissions import write_circo_submission, write_cirr_submission
 
 class GalleryMetric(BaseMetric):
@@ -412,4 +412,66 @@ class CIRCOMetric(GalleryMetric):
                 table.add_row([aspect, sum(aspect in a for a in aspects), f'{metrics[key]:.2f}'])
             print_log(f'CIRCO mAP@{self.aspect_k} (%) by semantic aspect (a query counts for '
                       f'each of its aspects):\n{table.get_string()}', logger='current')
+        return metrics
+
+
+@METRICS.register_module()
+class TripletRecallMetric(GalleryMetric):
+    """Recall@K of your own triplets (:class:`~ssn_plugin.datasets.CustomCIRDataset`), per
+    query group too, through CIRR's ranking code.
+
+    Each query ranks the whole gallery by cosine similarity, its reference left out when the
+    dataset's ``exclude_reference`` (in ``dataset_meta``; default True) says so, exactly as
+    :class:`CIRRMetric` ranks. Keys (prefix ``triplets``): ``R@K`` for each K, ``mean_R``
+    (their unweighted mean; use ``save_best='triplets/mean_R'``) and, when every query has a
+    ``group``, ``<group>/R@K``.
+
+    Args:
+        topk (Sequence[int]): K of Recall@K. Defaults to (1, 5, 10, 50).
+        **kwargs: :class:`GalleryMetric`'s (``chunk_elems``, ``show_dir``, ``show_num``,
+            ``show_topk``, ``collect_device``, ``prefix``, default ``'triplets'``).
+    """
+
+    default_prefix = 'triplets'
+    READS = GalleryMetric.READS + ('group', )
+
+    def __init__(self, topk: Sequence[int] = (1, 5, 10, 50), **kwargs):
+        super().__init__(**kwargs)
+        self.topk = tuple(topk)
+
+    def _record(self, sample: dict) -> dict:
+        return dict(group=sample.get('group'))
+
+    @property
+    def exclude_reference(self) -> bool:
+        return bool((self.dataset_meta or {}).get('exclude_reference', True))
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        gallery = self._require_gallery()
+        exclude = self.exclude_reference
+        ranked = rank_gallery(
+            self._stack(results, 'query_feat'), gallery,
+            target_index=torch.as_tensor([r['target_index'] for r in results]),
+            exclude_index=(torch.as_tensor([r['ref_index'] for r in results]) if exclude
+                           else None),
+            chunk_elems=self.chunk_elems)
+        ranks = ranked['target_rank']
+        if bool((ranks < 0).any()):
+            raise ValueError(f'{int((ranks < 0).sum())} queries have no target in the gallery')
+        metrics = {f'R@{k}': recall_at_k(ranks, k) for k in self.topk}
+        metrics['mean_R'] = sum(metrics.values()) / len(self.topk)
+        where = 'reference removed' if exclude else 'reference kept'
+        self._log_table(f'Recall (%) of {len(results)} queries, gallery of {gallery.shape[0]} '
+                        f'images, {where}:', list(metrics), list(metrics.values()))
+        if all(r['group'] is not None for r in results):
+            by_group = recalls_by_group({'R': ranks}, [r['group'] for r in results],
+                                        {'R': self.topk})
+            table = PrettyTable(['group', 'queries'] + [f'R@{k}' for k in self.topk])
+            for group, row in by_group.items():
+                table.add_row([group, row['queries']] + [f'{row[f"R@{k}"]:.2f}'
+                                                         for k in self.topk])
+                metrics.update({f'{group}/R@{k}': row[f'R@{k}'] for k in self.topk})
+            print_log(f'Recall (%) by query group:\n{table.get_string()}', logger='current')
+        if self.show_dir:
+            self._show(self._show_topk(results, gallery, exclude=exclude))
         return metrics

@@ -1,5 +1,6 @@
 """Test data helpers: tiny open_clip configs, generated stand-in images, tiny CIRR, Fashion-IQ
 and CIRCO datasets, the pipelines of the tiny model."""
+import csv
 import json
 import os
 import os.path as osp
@@ -91,6 +92,47 @@ def make_tiny_cirr(root: str, num_images: int = 24, num_train: int = 24, num_val
             write_image(osp.join(img_root, rel), seed=seed * 1000 + i)
         info[split] = dict(records=records, rels=rels)
     return info
+
+
+def cirr_as_triplets(root: str, info: dict, split: str = 'val', fmt: str = 'jsonl') -> dict:
+    """Write the ``split`` of a :func:`make_tiny_cirr` dataset at ``root`` in the own-triplets
+    layout, next to it: ``<split>.jsonl`` (or ``.csv``) and ``gallery.txt`` (the split-file
+    images no record names), paths relative to ``root`` (``img_prefix='.'``) so both layouts
+    read the same files. Returns the CustomCIRDataset arguments."""
+    rels = {name: osp.normpath(rel) for name, rel in info[split]['rels'].items()}
+    if split == 'train':
+        rels = {name: osp.join('images', rel) for name, rel in rels.items()}
+    rows = [dict(id=str(r['pairid']), reference=rels[r['reference']], caption=r['caption'],
+                 target=rels[r['target_hard']]) for r in info[split]['records']]
+    ann_file = f'{split}.{fmt}'
+    with open(osp.join(root, ann_file), 'w', newline='') as f:
+        if fmt == 'jsonl':
+            f.writelines(json.dumps(row) + '\n' for row in rows)
+        else:
+            writer = csv.DictWriter(f, fieldnames=['id', 'reference', 'caption', 'target'])
+            writer.writeheader()
+            writer.writerows(rows)
+    named = {n for row in rows for n in (row['reference'], row['target'])}
+    with open(osp.join(root, 'gallery.txt'), 'w') as f:
+        f.writelines(f'{rel}\n' for rel in rels.values() if rel not in named)
+    return dict(data_root=root, split=split, ann_file=ann_file, img_prefix='.')
+
+
+def write_triplets(root: str, rows, split: str = 'val', images: bool = True) -> str:
+    """``<root>/<split>.jsonl`` from ``rows`` (dicts, or raw strings written as they are), and
+    an image under ``images/`` for every path a dict row names. Returns the file's path."""
+    path = osp.join(root, f'{split}.jsonl')
+    os.makedirs(root, exist_ok=True)
+    with open(path, 'w') as f:
+        for row in rows:
+            f.write((row if isinstance(row, str) else json.dumps(row)) + '\n')
+    if images:
+        names = {row[k] for row in rows if isinstance(row, dict)
+                 for k in ('reference', 'target') if isinstance(row.get(k), str)}
+        for i, name in enumerate(sorted(names)):
+            if not osp.isabs(name) and not name.startswith('..'):
+                write_image(osp.join(root, 'images', name), size=(8, 8), seed=i)
+    return path
 
 
 QUERY_PIPELINE = [
