@@ -229,6 +229,8 @@ class BaseCIRDataset(BaseDataset):
     #: Appended to the unknown-split error.
     SPLIT_HINT = ''
     LAYOUT = ''
+    #: Where the data comes from, for tools/check_data.py when the root is absent.
+    SOURCE = ''
     RECORDS = 'records'
     RECORD_ID = 'id'
     #: Attributes put into ``metainfo`` next to ``split`` (the metric states them).
@@ -258,6 +260,8 @@ class BaseCIRDataset(BaseDataset):
         self.image_cache_verify = image_cache_verify
         self.gallery: List[dict] = []
         self.dropped_ids: List = []
+        #: group -> {'checked', 'missing', 'unreadable'}: counts of the last image check.
+        self.image_check: Dict[str, Dict[str, int]] = {}
         # Built once, so that settings filled in later (the model's image size) are kept.
         self.gallery_pipeline = (None if gallery_pipeline is None else
                                  self._cached(build_pipeline(gallery_pipeline)))
@@ -316,6 +320,9 @@ class BaseCIRDataset(BaseDataset):
             found = find_bad_images(paths, decode=self.decode_images)
             missing[group] = {name: paths[name] for name in found}
             problems.update(found)
+            unreadable = sum(p != 'missing' for p in found.values())
+            self.image_check[group] = dict(checked=len(paths), missing=len(found) - unreadable,
+                                           unreadable=unreadable)
         where = f' ({self.image_root})' if self.image_root else ''
         report_missing(missing, {group: len(paths) for group, paths in groups.items()},
                        f'{self.NAME} {self.split}{where}', self.LAYOUT, self.skip_missing,

@@ -80,6 +80,9 @@ class CIRCO(BaseCIRDataset):
     UNLABELLED_SPLITS = ('test', )
     SPLIT_HINT = ' (CIRCO has no training split)'
     LAYOUT = CIRCO_LAYOUT
+    SOURCE = ('annotations: https://github.com/miccunifi/CIRCO; images: COCO 2017 '
+              'unlabeled (https://cocodataset.org) with image_info_unlabeled2017.json; '
+              'docs/data.md')
     RECORDS = 'queries'
     RECORD_ID = 'id'
     METAINFO_KEYS = ('text_template', )

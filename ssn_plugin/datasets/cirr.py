@@ -82,6 +82,9 @@ class CIRR(BaseCIRDataset):
     SPLITS = ('train', 'val', 'test1')
     UNLABELLED_SPLITS = ('test1', )
     LAYOUT = CIRR_LAYOUT
+    SOURCE = ('annotations: https://github.com/Cuberick-Orion/CIRR (rc2, cirr_dataset branch); '
+              'images: the NLVR2 raw images (train, dev, test1), requested from the NLVR2 '
+              'authors (https://github.com/lil-lab/nlvr/tree/master/nlvr2); docs/data.md')
     RECORDS = 'triplets'
     RECORD_ID = 'pairid'
     META_KEYS = BaseCIRDataset.META_KEYS + ('pairid', 'subset_index', 'group')

@@ -10,7 +10,8 @@ from .base import BaseCIRDataset
 
 CUSTOM_LAYOUT = """\
     data_root/
-    ├── train.jsonl     one triplet a line: {"reference": "shoes/a.jpg", "caption": "in red", "target": "shoes/b.jpg"}
+    ├── train.jsonl     one triplet a line:
+    │                   {"reference": "shoes/a.jpg", "caption": "in red", "target": "shoes/b.jpg"}
     ├── val.jsonl       the same; optional "id" (unique string) and "group" (per-group recall)
     ├── gallery.txt     optional: extra gallery images (distractors), one relative path a line
     └── images/         the files the paths point to (any subfolders)
@@ -23,7 +24,7 @@ class CustomCIRDataset(BaseCIRDataset):
 
         data_root/
         ├── train.jsonl     one triplet a line:
-        │                   {"reference": "shoes/a.jpg", "caption": "in red", "target": "shoes/b.jpg"}
+        │     {"reference": "shoes/a.jpg", "caption": "in red", "target": "shoes/b.jpg"}
         ├── val.jsonl       the same; optional "id" (any string, unique) and "group"
         ├── gallery.txt     optional: extra gallery images (distractors), one path a line
         └── images/         the files the paths point to (any subfolders)
@@ -85,6 +86,7 @@ class CustomCIRDataset(BaseCIRDataset):
     REPORT_NAME = 'custom'
     SPLITS = ('train', 'val', 'test')
     LAYOUT = CUSTOM_LAYOUT
+    SOURCE = 'your own files in the layout above (docs/data.md, "Your own triplets")'
     RECORDS = 'triplets'
     RECORD_ID = 'id'
     METAINFO_KEYS = ('exclude_reference', )

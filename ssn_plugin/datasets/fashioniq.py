@@ -81,6 +81,8 @@ class FashionIQ(BaseCIRDataset):
     UNLABELLED_SPLITS = ('test', )
     CATEGORIES = ('dress', 'shirt', 'toptee')
     LAYOUT = FIQ_LAYOUT
+    SOURCE = ('annotations: https://github.com/XiaoxiaoGuo/fashion-iq; images: a community '
+              'copy (about 3,300 of the 77,684 original URLs are dead); docs/data.md')
     METAINFO_KEYS = ('categories', 'gallery_protocol')
     META_KEYS = BaseCIRDataset.META_KEYS + ('category', 'gallery_range')
 

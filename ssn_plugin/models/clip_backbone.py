@@ -36,7 +36,7 @@ DEFAULT_PREPROCESS = dict(mean=tuple(open_clip.OPENAI_DATASET_MEAN),
                           interpolation='bicubic', resize_mode='shortest')
 
 
-def _load_arch_cfg(arch: Union[str, dict]) -> dict:
+def load_arch_cfg(arch: Union[str, dict]) -> dict:
     """The architecture config dict of a name open_clip knows, a ``.json`` file or a dict."""
     if isinstance(arch, dict):
         return copy.deepcopy(arch)
@@ -198,7 +198,7 @@ class OpenCLIPBackbone(nn.Module):
                  grad_checkpointing: bool = False,
                  feature_cache: Union[bool, str] = False):
         super().__init__()
-        arch_cfg = _load_arch_cfg(arch)
+        arch_cfg = load_arch_cfg(arch)
         self.weights = resolve_weights(arch, arch_cfg, pretrained, quick_gelu)
         self.model = _build_clip(arch_cfg, self.weights.quick_gelu)
         if load_pretrained and self.weights.source != 'none':

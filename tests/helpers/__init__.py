@@ -13,7 +13,8 @@ from .tools import dist_env, run_tool, tool, write_tiny_config
 
 __all__ = [
     'GALLERY_PIPELINE', 'PROJECT_ROOT', 'QUERY_PIPELINE', 'SHARED_DATA', 'TINY_CLIP',
-    'TRAIN_PIPELINE', 'cirr_as_triplets', 'write_triplets', 'make_standin_circo', 'make_tiny_cirr', 'make_tiny_fiq', 'shared_data',
+    'TRAIN_PIPELINE', 'cirr_as_triplets', 'write_triplets',
+    'make_standin_circo', 'make_tiny_cirr', 'make_tiny_fiq', 'shared_data',
     'tiny_ssn_cfg', 'write_image', 'write_standin_images', 'dist_env', 'run_tool', 'tool',
     'write_tiny_config', 'free_port'
 ]
