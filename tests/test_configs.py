@@ -54,6 +54,18 @@ VARIANTS = {
             'default_hooks.checkpoint.max_keep_ckpts': 2,
             'optim_wrapper.optimizer.lr': 2.5e-5, 'train_cfg.max_epochs': 20,
             'auto_scale_lr.base_batch_size': 64})),
+    'demo/ssn_shapes_triplets.py': ('custom/ssn_triplets.py', dict(
+        {f'{loader}.{key}': value for loader in ('train_dataloader', 'val_dataloader',
+                                                 'test_dataloader')
+         for key, value in (('num_workers', 0), ('persistent_workers', False),
+                            ('pin_memory', False),
+                            ('dataset.data_root', 'data/my_triplets_demo'))},
+        model=SUBTREE, param_scheduler=SUBTREE, data_root='data/my_triplets_demo',
+        max_epochs=4, **{
+            'train_dataloader.batch_size': 32, 'val_dataloader.batch_size': 128,
+            'test_dataloader.batch_size': 128, 'optim_wrapper.type': 'OptimWrapper',
+            'optim_wrapper.optimizer.lr': 1e-4, 'train_cfg.max_epochs': 4,
+            'auto_scale_lr.base_batch_size': 32, 'default_hooks.logger.interval': 10})),
 }
 
 
@@ -108,6 +120,11 @@ def test_every_config_builds(name):
 def test_the_demo_model_builds():
     model = MODELS.build(load('demo/ssn_shapes.py').model)
     assert model.image_size == (64, 64) and model.clip.num_image_tokens == 65
+
+
+def test_the_own_triplets_demo_fine_tunes_the_demo_model():
+    """Its model is the quick start's, so the quick start's checkpoint loads into it."""
+    assert load('demo/ssn_shapes_triplets.py').model == load('demo/ssn_shapes.py').model
 
 
 @pytest.mark.parametrize('variant', sorted(VARIANTS))

@@ -1,4 +1,5 @@
-"""configs/custom/ssn_triplets.py end to end: the demo model trained on the shapes set, then
+"""configs/custom/ssn_triplets.py end to end, in its demo-model form
+(configs/demo/ssn_shapes_triplets.py): the demo model trained on the shapes set, then
 fine-tuned on own triplets with load_from (data_root given on the command line only); a
 checkpoint of another architecture is refused."""
 import os.path as osp
@@ -6,33 +7,13 @@ import re
 
 import pytest
 import torch
-from mmengine.config import Config
 
 from helpers import PROJECT_ROOT, run_tool, tool
 from ssn_plugin.datasets import generate_shapes_triplets
 
 CONFIGS = osp.join(PROJECT_ROOT, 'configs')
-
-
-def write_recipe(tmp_path, name: str, ffn_dim: int = 128) -> str:
-    """configs/custom/ssn_triplets.py with the demo's model (another fusion width when
-    ``ffn_dim`` differs), sized for a few CPU steps."""
-    model = Config.fromfile(osp.join(CONFIGS, 'demo', 'ssn_shapes.py')).model.to_dict()
-    model['fusion']['ffn_dim'] = ffn_dim
-    path = tmp_path / name
-    path.write_text(f"""
-_base_ = [{osp.join(CONFIGS, 'custom', 'ssn_triplets.py')!r}]
-model = dict(_delete_=True, **{model!r})
-optim_wrapper = dict(type='OptimWrapper')
-train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
-                        pin_memory=False)
-val_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False, pin_memory=False)
-test_dataloader = val_dataloader
-train_cfg = dict(max_epochs=1)
-param_scheduler = []
-default_hooks = dict(logger=dict(interval=1))
-""")
-    return str(path)
+RECIPE = osp.join(CONFIGS, 'demo', 'ssn_shapes_triplets.py')  # custom/ssn_triplets.py, demo model
+SMALL = ['train_dataloader.batch_size=4', 'train_cfg.max_epochs=1']
 
 
 @pytest.mark.slow
@@ -56,9 +37,9 @@ def test_demo_model_fine_tuned_on_own_triplets(tmp_path):
     own_root = str(tmp_path / 'my_triplets')
     counts = generate_shapes_triplets(own_root, seed=1, num_train_sets=6, num_val_sets=3)
     work = tmp_path / 'fine_tune'
-    out = run_tool([tool('train.py'), write_recipe(tmp_path, 'own.py'), '--work-dir',
-                    str(work), '--cfg-options', f'data_root={own_root}',
-                    f'load_from={demo_ckpt}'], cwd=str(tmp_path))
+    out = run_tool([tool('train.py'), RECIPE, '--work-dir', str(work), '--cfg-options',
+                    f'data_root={own_root}', f'load_from={demo_ckpt}', *SMALL],
+                   cwd=str(tmp_path))
     assert f'Load checkpoint from {demo_ckpt}' in out
     # data_root alone moved the datasets: 12 triplets / batch 4 = 3 steps, validated on own val.
     assert 'Epoch(train) [1][3/3]' in out
@@ -78,8 +59,8 @@ def test_demo_model_fine_tuned_on_own_triplets(tmp_path):
 
     # Another architecture (fusion width 256 instead of 128) is refused, naming the tensors.
     with pytest.raises(AssertionError) as err:
-        run_tool([tool('train.py'), write_recipe(tmp_path, 'wide.py', ffn_dim=256),
-                  '--work-dir', str(tmp_path / 'wide'), '--cfg-options',
-                  f'data_root={own_root}', f'load_from={demo_ckpt}'], cwd=str(tmp_path))
+        run_tool([tool('train.py'), RECIPE, '--work-dir', str(tmp_path / 'wide'),
+                  '--cfg-options', f'data_root={own_root}', f'load_from={demo_ckpt}',
+                  'model.fusion.ffn_dim=256', *SMALL], cwd=str(tmp_path))
     assert 'the checkpoint does not fit the model of this config' in str(err.value)
     assert 'tensors of another shape' in str(err.value)

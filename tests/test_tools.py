@@ -161,6 +161,21 @@ def test_cfg_options_have_the_last_word():
     assert merged.test_dataloader.dataset.split == 'val' and merged.load_from == 'other.pth'
 
 
+def test_data_root_option_moves_the_datasets_that_used_it():
+    """A Python config copies data_root into its datasets: --cfg-options data_root=DIR moves
+    those, not a dataset with a root of its own, and a loader's own option still wins."""
+    cfg = Config(dict(data_root='data/a', train_dataloader=dict(dataset=dict(data_root='data/a')),
+                      val_dataloader=dict(dataset=dict(data_root='data/a')),
+                      test_dataloader=dict(dataset=dict(data_root='data/other'))))
+    args = train_tool.parse_args(['c.py', '--cfg-options', 'data_root=/new',
+                                  'val_dataloader.dataset.data_root=/mine'])
+    merged = train_tool.merge_args(cfg, args)
+    assert merged.data_root == '/new'
+    assert merged.train_dataloader.dataset.data_root == '/new'
+    assert merged.val_dataloader.dataset.data_root == '/mine'
+    assert merged.test_dataloader.dataset.data_root == 'data/other'
+
+
 @pytest.mark.parametrize('recipe', ['cirr/ssn.py', 'fashioniq/ssn.py', 'demo/ssn_shapes.py'])
 def test_auto_scale_lr_on_the_recipes(recipe):
     cfg = Config.fromfile(osp.join(PROJECT_ROOT, 'configs', recipe))

@@ -221,3 +221,24 @@ def test_missing_images_are_reported_or_skipped_with_a_count(tmp_path):
     val = CustomCIRDataset(str(tmp_path), 'val', report_dir=str(tmp_path), skip_missing=True)
     assert len(val) == 1 and val.dropped_ids == ['second']
     assert val.gallery_names == ['a.png', 'b.png']
+
+
+def test_image_cache_and_pictures_work_unchanged(tiny, tmp_path):
+    """The image cache gives the pixels of decoding; the metric draws retrieval pictures."""
+    root, info = tiny
+    args = cirr_as_triplets(root, info, 'val')
+    plain = CustomCIRDataset(**args, pipeline=QUERY_PIPELINE, gallery_pipeline=GALLERY_PIPELINE)
+    cached = CustomCIRDataset(**args, pipeline=QUERY_PIPELINE, gallery_pipeline=GALLERY_PIPELINE,
+                              image_cache=str(tmp_path / 'cache'))
+    assert cached.prepare_for_model((32, 32))[1] == 2  # query and gallery lookups
+    for i in (0, len(plain) - 1):
+        assert torch.equal(plain[i]['inputs']['ref_img'], cached[i]['inputs']['ref_img'])
+    gallery = torch.nn.functional.normalize(torch.randn(len(plain.gallery), 8), dim=-1)
+    metric = TripletRecallMetric(show_dir=str(tmp_path / 'show'), show_num=2, show_topk=3)
+    metric.set_gallery(gallery, plain.gallery_names, [g['img_path'] for g in plain.gallery])
+    items = [plain.get_data_info(i) for i in range(len(plain))]
+    metric.process(None, [dict(item, query_feat=gallery[item['target_index']])
+                          for item in items])
+    assert metric.evaluate(len(items))['triplets/R@1'] == 100.0
+    assert sorted(p.name for p in (tmp_path / 'show').iterdir()) == [
+        'query_000000.png', 'query_000001.png']
