@@ -219,3 +219,22 @@ def test_a_reference_through_a_symlink_or_listed_twice_is_not_its_own_hit(tmp_pa
     assert len(retriever.index(twice, progress=False).names) == 2  # one file, once
     hits = retriever.query(str(tmp_path / 'linked' / '0.png'), 'make it red', topk=5)
     assert [name for name, _ in hits] == [twice[2]]  # the other file, not 0.png again
+
+
+def test_own_triplets_index_and_rank_like_cirr(tmp_path, tiny_cirr):
+    """The retriever takes CustomCIRDataset as it takes CIRR: the same files, the same hits."""
+    from helpers import cirr_as_triplets
+    from ssn_plugin.datasets import CustomCIRDataset
+    root = tiny_cirr['root']
+    results = []
+    for dataset in (CIRR(root, 'val', pipeline=QUERY_PIPELINE),
+                    CustomCIRDataset(**cirr_as_triplets(root, tiny_cirr, 'val'),
+                                     pipeline=QUERY_PIPELINE)):
+        torch.manual_seed(0)  # the same (random) model for both
+        retriever = CIRRetriever(tiny_cfg(root), device='cpu')
+        retriever.index(dataset, progress=False)
+        path_of = {g['name']: g['img_path'] for g in dataset.gallery}
+        item = dataset.get_data_info(3)
+        results.append([path_of[n] for n, _ in retriever.query(item['ref_img_path'],
+                                                               item['text'], topk=8)])
+    assert results[0] == results[1]

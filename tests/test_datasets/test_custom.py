@@ -119,33 +119,6 @@ def test_gallery_file_adds_distractors_in_its_order(tmp_path):
     assert CustomCIRDataset(str(tmp_path), 'train').gallery_names == ['x/a.png', 'x/b.png']
 
 
-def test_the_metric_keeps_or_removes_the_reference_and_breaks_down_by_group():
-    """Gallery one-hot; each query is 0.9 x its reference + 0.1 x its target (normalised):
-    removed, the target ranks first (R@1 = 100); kept, the reference does (R@1 = 0)."""
-    gallery = torch.eye(6)
-    samples = []
-    for i, group in enumerate(('a', 'a', 'b')):
-        ref, tgt = 2 * i, 2 * i + 1
-        feat = 0.9 * gallery[ref] + 0.1 * gallery[tgt]
-        samples.append(dict(query_feat=feat / feat.norm(), ref_index=ref, target_index=tgt,
-                            group=group))
-    for exclude, r1 in ((True, 100.0), (False, 0.0)):
-        metric = TripletRecallMetric(topk=(1, 2))
-        metric.dataset_meta = dict(exclude_reference=exclude)
-        metric.set_gallery(gallery, [str(i) for i in range(6)])
-        metric.process(None, samples)
-        out = metric.evaluate(3)
-        assert out['triplets/R@1'] == r1 and out['triplets/R@2'] == 100.0
-        assert out['triplets/mean_R'] == (r1 + 100.0) / 2
-        assert out['triplets/a/R@1'] == r1 and out['triplets/b/R@2'] == 100.0
-    metric = TripletRecallMetric()
-    metric.set_gallery(gallery, [str(i) for i in range(6)])
-    metric.process(None, [dict(samples[0], group=None)])
-    out = metric.evaluate(1)
-    assert out['triplets/R@1'] == 100.0  # no dataset_meta: the reference is removed
-    assert not any('/a/' in k for k in out)  # no group breakdown without groups
-
-
 GOOD = dict(reference='a.png', caption='in red', target='b.png')
 
 
