@@ -31,6 +31,11 @@ def test_val_items_follow_the_records(circo_root, tmp_path):
             str(g) for g in record['gt_img_ids']]
         assert item['semantic_aspects'] == record['semantic_aspects']
         assert item['ref_img_path'] == val.gallery[item['ref_index']]['img_path']
+        assert item['tgt_img_path'] == val.gallery[item['target_index']]['img_path']
+        assert item['ref_name'] == str(record['reference_img_id'])
+        assert item['tgt_name'] == str(record['target_img_id'])
+        assert item['relative_caption'] == record['relative_caption']
+        assert item['shared_concept'] == record['shared_concept']
     assert max(len(val.get_data_info(i)['gt_index']) for i in range(len(val))) > 1
 
 

@@ -181,6 +181,24 @@ def test_bad_csv(tmp_path):
         CustomCIRDataset(str(tmp_path), 'val')
 
 
+def test_csv_empty_values_and_windows_line_ends(tmp_path):
+    """An empty optional column is an absent key (the record is named by its line); an empty
+    required one is an error; CRLF files and a quoted caption over two lines are read as the
+    csv module reads them (newline='')."""
+    for name in ('a.png', 'b.png', 'c.png'):
+        write_image(str(tmp_path / 'images' / name), size=(8, 8))
+    csv_file = tmp_path / 'val.csv'
+    csv_file.write_bytes(b'id,reference,caption,target\r\n,a.png,red,b.png\r\n'
+                         b'x,b.png,"two\r\nlines",c.png\r\nz,c.png,blue,a.png\r\n')
+    val = CustomCIRDataset(str(tmp_path), 'val')
+    items = [val.get_data_info(i) for i in range(3)]
+    assert [i['id'] for i in items] == ['line 2', 'x', 'z']
+    assert items[1]['text'] == 'two\r\nlines' and [i['line'] for i in items] == [2, 4, 5]
+    csv_file.write_text('reference,caption,target\na.png,,b.png\n')
+    with pytest.raises(ValueError, match=r"val.csv, line 2: 'caption' is empty"):
+        CustomCIRDataset(str(tmp_path), 'val')
+
+
 def test_missing_images_are_reported_or_skipped_with_a_count(tmp_path):
     rows = [GOOD, dict(reference='b.png', caption='blue', target='c.png', id='second')]
     write_triplets(str(tmp_path), rows)

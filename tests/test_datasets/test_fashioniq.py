@@ -133,11 +133,14 @@ def test_eval_caption_rule():
         'Is shiny and silver and fit and flare'
     # str.capitalize lower-cases the rest, as the release.
     assert fiq_caption('Is RED', 'Has A Bow') == 'Is red and Has A Bow'
+    # Only '.', '?', ',' and spaces are stripped, not letters at the ends.
+    assert fiq_caption('X-ray print.', 'in XXL') == 'X-ray print and in XXL'
 
 
 @pytest.mark.parametrize('u, expected', [
     (0.1, 'A b and c d'), (0.3, 'C d and a b'), (0.6, 'A b'), (0.9, 'C d'),
     (0.25, 'C d'), (0.5, 'C d'),  # the release's boundary quirk: exactly 0.25 / 0.5 -> c2
+    (0.75, 'C d'),  # 'otherwise': u = 0.75 is past the single-c1 form
 ])
 def test_random_caption_forms(u, expected):
     assert fiq_caption('a b.', 'c d', u) == expected

@@ -40,7 +40,8 @@ def pictures(monkeypatch):
 
 
 def one_hot_gallery(size: int):
-    return torch.eye(size)
+    """Row i is the i-th unit vector of size + 4 dimensions (rows and width differ)."""
+    return torch.eye(size, size + 4)
 
 
 def cirr_samples(gallery, count, groups=None):
@@ -74,8 +75,12 @@ def test_cirr_logs_the_gallery_and_breaks_down_by_group(logged):
     assert not any(k.startswith('cirr/a/Rsubset@2') for k in out)
     assert any('CIRR recall (%) of 4 queries, gallery of 12 images' in m for m in logged)
     table = next(m for m in logged if m.startswith('CIRR recall (%) by query group'))
-    assert [line.split('|')[1].strip() for line in table.splitlines() if '|' in line][1:] == \
-        ['a', 'b']
+    rows = [[c.strip() for c in line.strip('|').split('|')] for line in table.splitlines()
+            if '|' in line]
+    assert rows[0] == ['group', 'queries', 'R@1', 'R@5', 'Rsubset@1']
+    assert rows[1][:3] == ['a', '2', '100.00'] and rows[2][:3] == ['b', '2', '50.00']
+    assert {k for k in out if k.startswith('cirr/a/')} == {'cirr/a/R@1', 'cirr/a/R@5',
+                                                           'cirr/a/Rsubset@1'}
 
 
 def test_cirr_without_groups_has_no_breakdown():
@@ -105,6 +110,14 @@ def test_cirr_pictures_remove_the_reference_and_default_to_8_of_5(pictures, tmp_
     assert first['items'][0][0] == '/gallery/g1.png'
     assert first['items'][0][2] == pytest.approx(0.8)  # the cosine score
     assert sorted(p.name for p in tmp_path.iterdir()) == [f'query_{i:06d}.png' for i in range(8)]
+
+
+def test_pictures_of_a_gallery_smaller_than_show_topk(pictures, tmp_path):
+    """4 images, 5 wanted: CIRR shows the 3 left once the reference is removed."""
+    gallery = one_hot_gallery(4)
+    evaluate(CIRRMetric(show_dir=str(tmp_path), subset_topk=()), gallery,
+             [dict(s, subset_index=[0, 1, 2, 3, 0, 1]) for s in cirr_samples(gallery, 2)])
+    assert [len(p['items']) for p in pictures] == [3, 3]
 
 
 def test_pictures_need_the_gallery_paths(pictures, tmp_path):
@@ -146,7 +159,7 @@ def test_fashioniq_logs_the_protocol_and_sizes_and_draws_within_the_category(
     for s in samples:
         s.update(ref_img_path='r.png', text='t', tgt_name=f'g{s["target_index"]}',
                  sample_idx=s['target_index'])
-    metric = FashionIQMetric(topk=(1, 2), show_dir=str(tmp_path), show_topk=3)
+    metric = FashionIQMetric(topk=(1, 2), show_dir=str(tmp_path), show_topk=5)
     metric.dataset_meta = dict(gallery_protocol='val-split')
     out = evaluate(metric, gallery, samples)
     assert out['fiq/dress_R@1'] == 100.0 and out['fiq/toptee_R@1'] == 100.0
@@ -156,7 +169,9 @@ def test_fashioniq_logs_the_protocol_and_sizes_and_draws_within_the_category(
     # Pictures rank within the category's rows, the reference kept (Fashion-IQ's protocol).
     names = [[n for _, n, _ in p['items']] for p in pictures]
     assert names[0][:2] == ['g2', 'g0'] and set(names[0]) <= {f'g{i}' for i in range(6)}
-    assert set(names[1]) <= {'g6', 'g7', 'g8', 'g9'}
+    # 5 wanted: the dress gallery has 6 rows, toptee's 4 (all shown, its reference too).
+    assert [len(n) for n in names] == [5, 4, 4]
+    assert set(names[1]) == {'g6', 'g7', 'g8', 'g9'}
     assert names[1][0] == 'g7'
     metric = FashionIQMetric()
     metric.set_gallery(gallery, [f'g{i}' for i in range(10)])

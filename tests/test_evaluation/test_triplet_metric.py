@@ -1,9 +1,14 @@
 """TripletRecallMetric: Recall@K of own triplets, the reference removed or kept, per group,
 with the pictures of GalleryMetric."""
+import logging
+
 import pytest
 import torch
+from mmengine.logging import MMLogger
+from PIL import Image
 
 from ssn_plugin.evaluation import TripletRecallMetric
+from ssn_plugin.evaluation import metrics as metrics_module
 
 
 def test_the_metric_keeps_or_removes_the_reference_and_breaks_down_by_group():
@@ -58,3 +63,37 @@ def test_a_target_outside_the_gallery_is_refused():
     metric.process(None, [dict(query_feat=gallery[1], ref_index=0, target_index=-1)])
     with pytest.raises(ValueError, match='1 queries have no target in the gallery'):
         metric.evaluate(1)
+
+
+def test_log_and_pictures_follow_exclude_reference(tmp_path, monkeypatch):
+    """The logged tables say whether the reference was removed; the pictures rank as the
+    recall does (the reference first when kept, absent when removed)."""
+    logger = MMLogger.get_current_instance()
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.addHandler(handler)
+    drawn = []
+    monkeypatch.setattr(metrics_module, 'draw_retrieval_grid',
+                        lambda ref, text, items, ground_truth=None:
+                        drawn.append([n for _, n, _ in items]) or Image.new('RGB', (4, 4)))
+    gallery = torch.eye(6, 9)  # 6 images of 9 dimensions
+    feat = 0.6 * gallery[0] + 0.8 * gallery[1]
+    sample = dict(query_feat=feat, ref_index=0, target_index=1, group='g', ref_img_path='r',
+                  text='t', tgt_name='b', sample_idx=0)
+    try:
+        for exclude, first in ((True, 'b'), (False, 'b')):
+            metric = TripletRecallMetric(topk=(1, ), show_dir=str(tmp_path), show_topk=2)
+            metric.dataset_meta = dict(exclude_reference=exclude)
+            metric.set_gallery(gallery, list('abcdef'), [f'{n}.png' for n in 'abcdef'])
+            metric.process(None, [sample])
+            metric.evaluate(1)
+            assert drawn[-1][0] == first and (('a' in drawn[-1]) != exclude)
+            where = 'reference removed' if exclude else 'reference kept'
+            assert any(m.startswith(f'Recall (%) of 1 queries, gallery of 6 images, {where}:')
+                       for m in messages)
+        table = next(m for m in messages if m.startswith('Recall (%) by query group'))
+        header = [c.strip() for c in table.splitlines()[2].strip('|').split('|')]
+        assert header == ['group', 'queries', 'R@1']
+    finally:
+        logger.removeHandler(handler)
