@@ -36,6 +36,7 @@ setup(
     install_requires=read_requirements('runtime.txt'),
     extras_require={'tests': read_requirements('tests.txt'),
                     'demo': read_requirements('demo.txt'),
+                    'export': read_requirements('export.txt'),
                     'mutation': read_requirements('mutation.txt')},
     license='Apache-2.0',
 )

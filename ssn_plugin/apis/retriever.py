@@ -16,7 +16,7 @@ from ssn_plugin.datasets.image_cache import file_stamp
 from ssn_plugin.datasets.image_io import as_rgb_image
 from ssn_plugin.datasets.transforms import LoadCIRImages, fill_image_size
 from ssn_plugin.engine import load_local_checkpoint, safe_load
-from ssn_plugin.engine.checkpoint import strip_ddp_prefix
+from ssn_plugin.engine.checkpoint import check_checkpoint_fits, strip_ddp_prefix
 from ssn_plugin.evaluation.functional import rank_gallery
 from ssn_plugin.models.clip_backbone import skip_pretrained_weights
 from ssn_plugin.registry import MODELS
@@ -139,8 +139,9 @@ class CIRRetriever:
     def _load_weights(self, checkpoint: str) -> None:
         """Every weight from a ``tools/train.py`` checkpoint (safe loading, DDP prefix off)."""
         content = load_local_checkpoint(checkpoint, map_location='cpu')
-        self.model.load_state_dict(strip_ddp_prefix(content.get('state_dict', content)),
-                                   strict=True)
+        state = strip_ddp_prefix(content.get('state_dict', content))
+        check_checkpoint_fits(self.model, state)  # a misfit named tensor by tensor
+        self.model.load_state_dict(state, strict=True)
 
     @staticmethod
     def _gallery_pipeline(cfg: Config) -> list:

@@ -378,8 +378,21 @@ class OpenCLIPBackbone(nn.Module):
         Returns:
             tuple: ``t`` [B, D], ``T`` [B, L, C_t] (after the final LayerNorm), mask [B, L].
         """
+        tokens, mask = self.tokenize(texts, device=self._text.token_embedding.weight.device)
+        return self.encode_tokens(tokens, mask)
+
+    def padding_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The mask of :meth:`tokenize` from the token ids alone: True up to and including the
+        first EOT of each row (what an exported graph derives from 0-padded tokens)."""
+        eot_pos = (tokens == self.eot_token_id).int().argmax(dim=1)
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        return positions.unsqueeze(0) <= eot_pos.unsqueeze(1)
+
+    def encode_tokens(self, tokens: torch.Tensor, mask: torch.Tensor
+                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode token ids [B, L] (from :meth:`tokenize`, or 0-padded to any L up to the
+        context length) with their padding mask; returns what :meth:`encode_text` returns."""
         text = self._text
-        tokens, mask = self.tokenize(texts, device=text.token_embedding.weight.device)
         length = tokens.shape[1]
         x = text.token_embedding(tokens) + text.positional_embedding[:length]
         attn_mask = text.attn_mask

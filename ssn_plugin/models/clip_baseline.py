@@ -60,9 +60,19 @@ class CLIPBaseline(BaseCIRModel):
                        image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
         if ref_img.shape[0] != len(texts):
             raise ValueError(f'{ref_img.shape[0]} reference images but {len(texts)} captions')
+        return self._combine(ref_img, lambda: self.clip.encode_text(texts)[0], image_keys)
+
+    def query_features_from_tokens(self, ref_img: torch.Tensor, tokens: torch.Tensor
+                                   ) -> torch.Tensor:
+        """The query from token ids [B, L] (0-padded; the exported query composer)."""
+        return self._combine(
+            ref_img, lambda: self.clip.encode_tokens(tokens, self.clip.padding_mask(tokens))[0])
+
+    def _combine(self, ref_img: torch.Tensor, text_embedding,
+                 image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
         if self.mode == 'image':
             return self._image_embedding(ref_img, image_keys)
-        text = F.normalize(self.clip.encode_text(texts)[0].float(), dim=-1)
+        text = F.normalize(text_embedding().float(), dim=-1)
         if self.mode == 'text':
             return text
         return F.normalize(self._image_embedding(ref_img, image_keys) + text, dim=-1)

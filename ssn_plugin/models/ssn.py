@@ -132,7 +132,23 @@ class SSN(BaseCIRModel):
         if ref_img.shape[0] != len(texts):
             raise ValueError(f'{ref_img.shape[0]} reference images but {len(texts)} captions')
         img_global, img_tokens = self.clip.encode_image(ref_img, image_keys)
-        txt_global, txt_tokens, txt_mask = self.clip.encode_text(texts)
+        return self._compose_queries(img_global, img_tokens, self.clip.encode_text(texts),
+                                     branches)
+
+    def query_features_from_tokens(self, ref_img: torch.Tensor, tokens: torch.Tensor
+                                   ) -> torch.Tensor:
+        """q+ from token ids [B, L] instead of captions (the exported query composer):
+        0-padded tokens of :meth:`OpenCLIPBackbone.tokenize`, any L up to the context length;
+        the padding mask comes from the tokens."""
+        img_global, img_tokens = self.clip.encode_image(ref_img)
+        encoded = self.clip.encode_tokens(tokens, self.clip.padding_mask(tokens))
+        return self._compose_queries(img_global, img_tokens, encoded, ('pos', ))[0]
+
+    def _compose_queries(self, img_global: torch.Tensor, img_tokens: torch.Tensor,
+                         encoded_text: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                         branches: Sequence[str]
+                         ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        txt_global, txt_tokens, txt_mask = encoded_text
         img_tokens = self.image_token_proj(img_tokens)
         txt_tokens = self.text_token_proj(txt_tokens)
         prototype, img_rest, txt_pos, txt_neg = self._degrade(img_tokens, txt_tokens, txt_mask)

@@ -1,0 +1,164 @@
+"""ONNX export of a trained model's two serving graphs, checked against PyTorch.
+
+``gallery_encoder.onnx``: ``image`` float32 [N, 3, H, W] (normalised as the data preprocessor
+does) -> ``feature`` [N, D], equal to ``model.gallery_features``.
+``query_composer.onnx``: ``image`` (the same) and ``text_tokens`` int64 [N, L] (the 0-padded ids
+of ``OpenCLIPBackbone.tokenize``, any L up to the context length) -> ``query`` [N, D], equal to
+``model.query_features`` (SSN's q+ branch); the padding mask is derived from the tokens inside
+the graph. ``export.json`` says what a serving process needs to feed them.
+"""
+import hashlib
+import json
+import os
+import os.path as osp
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssn_plugin.version import __version__
+
+#: The largest difference from PyTorch an exported graph may show on the check inputs.
+EXPORT_TOLERANCE = 1e-4
+CHECK_TEXTS = ('make it red', 'remove the dog and add two cats on the left, bigger', 'x')
+
+
+class GalleryEncoder(nn.Module):
+    """``model.gallery_features`` as a module with one tensor input."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.gallery_features(image)
+
+
+class QueryComposer(nn.Module):
+    """``model.query_features_from_tokens``: reference image + token ids -> the query."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, text_tokens: torch.Tensor) -> torch.Tensor:
+        # Padded to the context length inside the graph: the traced text tower then sees one
+        # length (the exporter would fix the tracing length into its reshapes); the causal
+        # attention and the padding mask make the padding change nothing.
+        context = self.model.clip.context_length
+        tokens = F.pad(text_tokens, (0, context - text_tokens.shape[1]))
+        return self.model.query_features_from_tokens(image, tokens)
+
+
+def file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_tokens(model: nn.Module, texts: Sequence[str]) -> torch.Tensor:
+    """0-padded token ids of ``texts`` as the backbone tokenizes them (trimmed to the longest)."""
+    return model.clip.tokenize(list(texts))[0].to(torch.int64)
+
+
+def export_onnx(model: nn.Module, out_dir: str, checkpoint: Optional[str] = None,
+                opset: int = 17, tolerance: float = EXPORT_TOLERANCE) -> Dict[str, str]:
+    """Export the gallery encoder and the query composer of ``model`` to ``out_dir``.
+
+    The model runs in eval mode on the CPU. Each graph is checked with ONNX Runtime on inputs
+    other than the tracing ones (batch 1 and 3, captions of different lengths in one batch);
+    a graph that differs from PyTorch by more than ``tolerance`` is not written
+    (``RuntimeError`` with the difference).
+
+    Args:
+        model (nn.Module): An ``SSN`` or ``CLIPBaseline`` (anything with ``gallery_features``,
+            ``query_features_from_tokens``, ``clip`` and ``data_preprocessor``).
+        out_dir (str): Where ``gallery_encoder.onnx``, ``query_composer.onnx`` and
+            ``export.json`` go.
+        checkpoint (str, optional): The checkpoint the weights came from; its SHA-256 goes
+            into ``export.json``. Defaults to None.
+        opset (int): ONNX opset. Defaults to 17.
+        tolerance (float): The largest absolute difference allowed. Defaults to 1e-4.
+
+    Returns:
+        dict: name -> path of the written files.
+    """
+    import onnxruntime as ort  # the optional [export] extra
+
+    model = model.cpu().eval()
+    height, width = model.image_size
+    generator = torch.Generator().manual_seed(0)
+    trace_image = torch.randn(2, 3, height, width, generator=generator)
+    trace_tokens = check_tokens(model, CHECK_TEXTS[:2])
+    graphs = {
+        'gallery_encoder': (GalleryEncoder(model), (trace_image, ), ['image'], ['feature'],
+                            {'image': {0: 'N'}, 'feature': {0: 'N'}}),
+        'query_composer': (QueryComposer(model), (trace_image, trace_tokens),
+                           ['image', 'text_tokens'], ['query'],
+                           {'image': {0: 'N'}, 'text_tokens': {0: 'N', 1: 'L'},
+                            'query': {0: 'N'}}),
+    }
+    # Wrappers in eval mode: the exporter restores each one's mode when done, recursively, so
+    # a wrapper left in training mode would switch the model's dropout back on.
+    for module, *_ in graphs.values():
+        module.eval()
+    os.makedirs(out_dir, exist_ok=True)
+    written, differences = {}, {}
+    for name, (module, args, inputs, outputs, axes) in graphs.items():
+        path = osp.join(out_dir, f'{name}.onnx')
+        tmp = path + '.tmp'
+        # With gradients on: in no_grad eval mode nn.MultiheadAttention takes its fused
+        # kernel, which the exporter cannot translate.
+        extra = dict(dynamo=False) if _has_dynamo_flag() else {}
+        torch.onnx.export(module, args, tmp, input_names=inputs, output_names=outputs,
+                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
+                          **extra)
+        session = ort.InferenceSession(tmp, providers=['CPUExecutionProvider'])
+        worst = 0.0
+        for batch in (1, 3):
+            image = torch.randn(batch, 3, height, width, generator=generator)
+            feed = {'image': image}
+            if name == 'query_composer':
+                # Different lengths in one batch; the batch of 1 is 0-padded past its caption.
+                texts = CHECK_TEXTS if batch == 3 else CHECK_TEXTS[2:]
+                tokens = check_tokens(model, texts)
+                if batch == 1:
+                    tokens = torch.cat([tokens, tokens.new_zeros(1, 5)], dim=1)
+                feed['text_tokens'] = tokens
+            with torch.no_grad():
+                expected = module(*feed.values())
+            got = session.run(None, {k: v.numpy() for k, v in feed.items()})[0]
+            worst = max(worst, float((torch.from_numpy(got) - expected).abs().max()))
+        differences[name] = worst
+        if worst > tolerance:
+            os.remove(tmp)
+            raise RuntimeError(f'the exported {name} differs from PyTorch by {worst:.3g} (more '
+                               f'than {tolerance:g}); not written')
+        os.replace(tmp, path)
+        written[name] = path
+    meta = dict(
+        model=type(model).__name__, project_version=__version__, opset=opset,
+        image_size=[height, width], feature_dim=int(expected.shape[-1]),
+        # The graphs take (pixel - mean) / std of RGB pixels in 0..255 after the config's
+        # resize and crop, as CIRDataPreprocessor computes it.
+        pixel_mean=[float(v) for v in model.data_preprocessor.mean.flatten()],
+        pixel_std=[float(v) for v in model.data_preprocessor.std.flatten()],
+        tokenizer='open_clip.SimpleTokenizer', context_length=int(model.clip.context_length),
+        eot_token_id=int(model.clip.eot_token_id),
+        max_abs_difference=differences,
+        checkpoint=None if checkpoint is None else dict(path=osp.basename(checkpoint),
+                                                        sha256=file_digest(checkpoint)))
+    meta_path = osp.join(out_dir, 'export.json')
+    with open(meta_path, 'w') as f:
+        json.dump(meta, f, indent=2)
+    written['meta'] = meta_path
+    return written
+
+
+def _has_dynamo_flag() -> bool:
+    """torch >= 2.5 has ``dynamo=``; the TorchScript exporter is the one used either way."""
+    import inspect
+    return 'dynamo' in inspect.signature(torch.onnx.export).parameters
