@@ -1,0 +1,104 @@
+"""Composed retrieval served from an ONNX export (tools/export_onnx.py): ONNX Runtime, numpy,
+Pillow and open_clip's tokenizer; no mmengine, mmpretrain or model code runs.
+
+The images are prepared as the PyTorch path prepares them (decoded by the project's image
+loader, resized on the shorter side with bicubic and center-cropped as ``CLIPResizeCrop``,
+normalised as ``CIRDataPreprocessor``), the captions tokenized by the same tokenizer, so the
+rankings equal :class:`~ssn_plugin.apis.CIRRetriever`'s (tested).
+"""
+import json
+import os.path as osp
+from typing import List, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image
+
+from ssn_plugin.datasets.image_io import as_rgb_image, read_image
+
+
+def resize_crop(image: Image.Image, height: int, width: int) -> Image.Image:
+    """``CLIPResizeCrop``: the shorter side to max(H, W) (bicubic), then the centre H x W."""
+    side = max(height, width)
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = side, int(side * long / short)
+    size = (new_short, new_long) if w <= h else (new_long, new_short)
+    if size != image.size:
+        image = image.resize(size, Image.BICUBIC)
+    w, h = image.size
+    top, left = int(round((h - height) / 2.0)), int(round((w - width) / 2.0))
+    return image.crop((left, top, left + width, top + height))
+
+
+class OnnxRetriever:
+    """Index a gallery and answer composed queries with the two exported graphs.
+
+    Args:
+        export_dir (str): What ``tools/export_onnx.py`` wrote (the two ``.onnx`` files and
+            ``export.json``).
+        providers (Sequence[str]): ONNX Runtime execution providers. Defaults to the CPU one.
+        batch_size (int): Images per run when indexing. Defaults to 32.
+
+    Examples:
+        >>> from ssn_plugin.apis.onnx_retriever import OnnxRetriever
+        >>> retriever = OnnxRetriever('exported/')  # doctest: +SKIP
+        >>> retriever.index(['a.png', 'b.png', 'c.png'])  # doctest: +SKIP
+        >>> retriever.query('a.png', 'make it red', topk=2)  # doctest: +SKIP
+        [('c.png', 0.83), ('b.png', 0.41)]
+    """
+
+    def __init__(self, export_dir: str, providers: Sequence[str] = ('CPUExecutionProvider', ),
+                 batch_size: int = 32):
+        import onnxruntime as ort  # the optional [export] extra
+        from open_clip import SimpleTokenizer
+        with open(osp.join(export_dir, 'export.json')) as f:
+            self.meta = json.load(f)
+        self.height, self.width = self.meta['image_size']
+        self.mean = np.asarray(self.meta['pixel_mean'], np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(self.meta['pixel_std'], np.float32).reshape(1, 3, 1, 1)
+        self.tokenizer = SimpleTokenizer(context_length=self.meta['context_length'])
+        self.gallery = ort.InferenceSession(osp.join(export_dir, 'gallery_encoder.onnx'),
+                                            providers=list(providers))
+        self.composer = ort.InferenceSession(osp.join(export_dir, 'query_composer.onnx'),
+                                             providers=list(providers))
+        self.batch_size = batch_size
+        self.names: List[str] = []
+        self.paths: List[str] = []
+        self.feats = np.zeros((0, self.meta['feature_dim']), np.float32)
+
+    def pixels(self, images: Sequence[Union[str, Image.Image]]) -> np.ndarray:
+        """Normalised float32 [N, 3, H, W] of image files or PIL images."""
+        arrays = []
+        for image in images:
+            image = read_image(image) if isinstance(image, str) else as_rgb_image(image)
+            image = resize_crop(image, self.height, self.width)
+            arrays.append(np.asarray(image, np.float32).transpose(2, 0, 1))
+        return (np.stack(arrays) - self.mean) / self.std
+
+    def tokens(self, texts: Sequence[str]) -> np.ndarray:
+        """int64 token ids [N, L] (0-padded), trimmed to the longest caption."""
+        tokens = self.tokenizer(list(texts)).numpy().astype(np.int64)
+        eot = (tokens == self.meta['eot_token_id']).argmax(axis=1)
+        return tokens[:, :int(eot.max()) + 1]
+
+    def index(self, paths: Sequence[str], names: Sequence[str] = None) -> 'OnnxRetriever':
+        """Encode the gallery images (``names`` default to the paths)."""
+        feats = [self.gallery.run(None, {'image': self.pixels(paths[i:i + self.batch_size])})[0]
+                 for i in range(0, len(paths), self.batch_size)]
+        self.paths = [osp.realpath(p) for p in paths]
+        self.names = list(names) if names is not None else list(paths)
+        self.feats = np.concatenate(feats) if feats else self.feats[:0]
+        return self
+
+    def query(self, image: Union[str, Image.Image], text: str, topk: int = 10,
+              exclude_reference: bool = True) -> List[Tuple[str, float]]:
+        """Top-k ``(name, cosine score)``; the reference file is left out of its own ranking."""
+        query = self.composer.run(None, {'image': self.pixels([image]),
+                                         'text_tokens': self.tokens([text])})[0][0]
+        scores = self.feats @ query
+        if exclude_reference and isinstance(image, str):
+            real = osp.realpath(image)
+            scores = np.where([p == real for p in self.paths], -np.inf, scores)
+        order = np.argsort(-scores, kind='stable')
+        order = [i for i in order if np.isfinite(scores[i])][:topk]
+        return [(self.names[i], float(scores[i])) for i in order]

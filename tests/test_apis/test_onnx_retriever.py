@@ -1,0 +1,62 @@
+"""The ONNX Runtime retriever ranks the demo gallery as CIRRetriever does: same pixels, same
+tokens, same names in the same order, scores within 1e-4."""
+import glob
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import PROJECT_ROOT, write_image
+from ssn_plugin.apis import CIRRetriever
+from ssn_plugin.apis.onnx_export import export_onnx
+from ssn_plugin.apis.onnx_retriever import OnnxRetriever
+from ssn_plugin.datasets import generate_shapes_dataset
+from ssn_plugin.registry import MODELS
+
+DEMO = osp.join(PROJECT_ROOT, 'configs', 'demo', 'ssn_shapes.py')
+
+
+@pytest.fixture(scope='module')
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp('onnx_demo')
+    generate_shapes_dataset(str(root / 'shapes'), num_train_sets=1, num_val_sets=4)
+    paths = sorted(glob.glob(str(root / 'shapes' / 'dev' / '*.png')))
+    # Photos of other sizes and shapes, so that the resize and the crop are exercised.
+    for i, size in enumerate(((90, 50), (33, 120), (64, 64), (200, 150))):
+        write_image(str(root / 'photos' / f'p{i}.png'), size=size, seed=i)
+    paths += sorted(glob.glob(str(root / 'photos' / '*.png')))
+    retriever = CIRRetriever(DEMO, device='cpu')
+    torch.manual_seed(0)
+    retriever.model.load_state_dict(MODELS.build(retriever.cfg.model).state_dict())
+    retriever.model.eval()
+    retriever.index(paths, progress=False)
+    export_onnx(retriever.model, str(root / 'onnx'))
+    onnx = OnnxRetriever(str(root / 'onnx'), batch_size=5).index(retriever.paths,
+                                                                 retriever.names)
+    return retriever, onnx, paths
+
+
+def test_the_same_pixels_and_tokens(served):
+    retriever, onnx, paths = served
+    for path in paths[-4:] + paths[:1]:
+        sample = retriever.pipeline(dict(img_path=path))
+        batch = retriever.model.data_preprocessor(
+            dict(inputs=dict(img=[sample['inputs']['img']]),
+                 data_samples=[sample['data_samples']]))
+        assert np.abs(onnx.pixels([path]) - batch['inputs']['img'].numpy()).max() < 1e-4
+    texts = ['make it red', 'remove the small blue square and add a circle']
+    assert np.array_equal(onnx.tokens(texts), retriever.model.clip.tokenize(texts)[0].numpy())
+
+
+def test_the_same_gallery_features_and_rankings(served):
+    retriever, onnx, paths = served
+    assert np.abs(onnx.feats - retriever.feats.numpy()).max() < 1e-4
+    for path, text in ((paths[0], 'make the red circle blue'), (paths[7], 'add a green square'),
+                       (paths[-1], 'remove the large triangle')):
+        expected = retriever.query(path, text, topk=10)
+        got = onnx.query(path, text, topk=10)
+        assert [n for n, _ in got] == [n for n, _ in expected]
+        assert np.allclose([s for _, s in got], [s for _, s in expected], atol=1e-4)
+        reference = retriever.names[retriever.paths.index(osp.realpath(path))]
+        assert reference not in [n for n, _ in got]  # left out of its own ranking
