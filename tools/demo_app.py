@@ -2,8 +2,10 @@
 
     python tools/demo_app.py CONFIG CHECKPOINT --gallery DIR [--save-index FILE] [--port 7860]
     python tools/demo_app.py CONFIG CHECKPOINT --index FILE
+    python tools/demo_app.py --onnx DIR --gallery DIR      # on an ONNX export (tools/export_onnx.py)
 
-Needs the demo extra: pip install -e ".[demo]". The page listens on 127.0.0.1 unless --host
+Needs the demo extra: pip install -e ".[demo]" (and ".[export]" for --onnx, which serves the
+exported graphs with ONNX Runtime instead of the PyTorch model). The page listens on 127.0.0.1 unless --host
 says otherwise, and serves only pictures it makes (thumbnails), never files from disk. A
 gallery that cannot be indexed (no images, an index built by other weights or not matching its
 files) still opens the page, which shows why; unreadable gallery files are listed there.
@@ -12,14 +14,17 @@ import argparse
 import os.path as osp
 import time
 
-from ssn_plugin.apis import CIRRetriever
+from ssn_plugin.apis import CIRRetriever, OnnxRetriever
 from ssn_plugin.apis.web_demo import DemoSession, build_app
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Composed image retrieval in the browser')
-    parser.add_argument('config', help='model config file')
-    parser.add_argument('checkpoint', help='checkpoint from tools/train.py')
+    parser.add_argument('config', nargs='?', help='model config file (not with --onnx)')
+    parser.add_argument('checkpoint', nargs='?', help='checkpoint from tools/train.py')
+    parser.add_argument('--onnx', metavar='DIR',
+                        help='serve an ONNX export (tools/export_onnx.py) instead of CONFIG and '
+                        'CHECKPOINT; with --gallery only')
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--gallery', help='folder of gallery images (searched recursively)')
     source.add_argument('--index', help='an index file written by --save-index or '
@@ -30,14 +35,24 @@ def parse_args(argv=None):
     parser.add_argument('--page-size', type=int, default=24, help='gallery images per page')
     parser.add_argument('--device', help='cuda or cpu (default: cuda when available)')
     parser.add_argument('--batch-size', type=int, default=32)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.onnx:
+        if args.config or args.checkpoint or args.index or args.save_index:
+            parser.error('--onnx serves an export on its own: no CONFIG, CHECKPOINT, --index '
+                         'or --save-index with it')
+    elif not (args.config and args.checkpoint):
+        parser.error('CONFIG and CHECKPOINT are required (or --onnx DIR)')
+    return args
 
 
 def make_session(args) -> DemoSession:
     """Index the gallery (or load the index); a failure becomes the page's message, and
     gallery files that cannot be read are left out and listed on the page."""
-    retriever = CIRRetriever(args.config, args.checkpoint, device=args.device,
-                             batch_size=args.batch_size)
+    if args.onnx:
+        retriever = OnnxRetriever(args.onnx, batch_size=args.batch_size)
+    else:
+        retriever = CIRRetriever(args.config, args.checkpoint, device=args.device,
+                                 batch_size=args.batch_size)
     start = time.perf_counter()
     try:
         if args.index:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssn_plugin.version import __version__
+from .retriever import weights_digest
 
 #: The largest difference from PyTorch an exported graph may show on the check inputs.
 EXPORT_TOLERANCE = 1e-4
@@ -149,6 +150,8 @@ def export_onnx(model: nn.Module, out_dir: str, checkpoint: Optional[str] = None
         tokenizer='open_clip.SimpleTokenizer', context_length=int(model.clip.context_length),
         eot_token_id=int(model.clip.eot_token_id),
         max_abs_difference=differences,
+        # CIRRetriever.model_digest of the same weights: indexes and pages name the model alike.
+        weights_sha256=weights_digest(model),
         checkpoint=None if checkpoint is None else dict(path=osp.basename(checkpoint),
                                                         sha256=file_digest(checkpoint)))
     meta_path = osp.join(out_dir, 'export.json')

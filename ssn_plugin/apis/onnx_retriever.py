@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ssn_plugin.datasets.image_io import as_rgb_image, read_image
+from .retriever import list_images, unique_files
 
 
 def resize_crop(image: Image.Image, height: int, width: int) -> Image.Image:
@@ -64,6 +65,7 @@ class OnnxRetriever:
         self.batch_size = batch_size
         self.names: List[str] = []
         self.paths: List[str] = []
+        self.skipped: dict = {}  # unreadable gallery files left out by index(), path -> why
         self.feats = np.zeros((0, self.meta['feature_dim']), np.float32)
 
     def pixels(self, images: Sequence[Union[str, Image.Image]]) -> np.ndarray:
@@ -81,14 +83,50 @@ class OnnxRetriever:
         eot = (tokens == self.meta['eot_token_id']).argmax(axis=1)
         return tokens[:, :int(eot.max()) + 1]
 
-    def index(self, paths: Sequence[str], names: Sequence[str] = None) -> 'OnnxRetriever':
-        """Encode the gallery images (``names`` default to the paths)."""
-        feats = [self.gallery.run(None, {'image': self.pixels(paths[i:i + self.batch_size])})[0]
-                 for i in range(0, len(paths), self.batch_size)]
-        self.paths = [osp.realpath(p) for p in paths]
-        self.names = list(names) if names is not None else list(paths)
-        self.feats = np.concatenate(feats) if feats else self.feats[:0]
+    @property
+    def model_digest(self) -> str:
+        """The weights' digest, as :attr:`CIRRetriever.model_digest` gives it."""
+        return self.meta['weights_sha256']
+
+    def index(self, images: Union[str, Sequence[str]], names: Sequence[str] = None,
+              skip_unreadable: bool = False) -> 'OnnxRetriever':
+        """Encode a gallery: a folder (searched recursively; names relative to it) or a list of
+        image paths (``names`` default to the paths). A file listed twice is indexed once; an
+        unreadable one stops the indexing with the full list, or with ``skip_unreadable`` is
+        left out and listed in :attr:`skipped`, as :meth:`CIRRetriever.index` does."""
+        if isinstance(images, str):
+            paths = list_images(images)
+            names = [osp.relpath(p, images) for p in paths]
+        else:
+            paths = [str(p) for p in images]
+            names = list(names) if names is not None else list(paths)
+        names, paths = unique_files(names, paths)
+        if not paths:
+            raise ValueError(f'empty gallery: no images found in {images!r}')
+        pixels, failures = {}, {}
+        for path in paths:
+            try:
+                pixels[path] = self.pixels([path])[0]
+            except (OSError, ValueError) as err:
+                failures[path] = f'{type(err).__name__}: {err}'
+        if failures and not skip_unreadable:
+            listing = '\n'.join(f'  {p}: {why}' for p, why in sorted(failures.items()))
+            raise OSError(f'{len(failures)} of {len(paths)} gallery files cannot be read:\n'
+                          f'{listing}\n(skip_unreadable=True leaves them out, listed)')
+        self.skipped = failures
+        kept = [(n, p) for n, p in zip(names, paths) if p in pixels]
+        if not kept:
+            raise ValueError(f'empty gallery: none of the {len(paths)} images can be read')
+        batches = [np.stack([pixels[p] for _, p in kept[i:i + self.batch_size]])
+                   for i in range(0, len(kept), self.batch_size)]
+        self.feats = np.concatenate([self.gallery.run(None, {'image': b})[0] for b in batches])
+        self.names = [n for n, _ in kept]
+        self.paths = [p for _, p in kept]
         return self
+
+    def path_of(self, name: str) -> str:
+        """The image file of a gallery name."""
+        return self.paths[self.names.index(name)]
 
     def query(self, image: Union[str, Image.Image], text: str, topk: int = 10,
               exclude_reference: bool = True) -> List[Tuple[str, float]]:

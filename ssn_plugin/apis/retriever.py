@@ -43,6 +43,16 @@ def list_images(folder: str) -> List[str]:
     return sorted(found)
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over a model's state dict (names and bytes), in its order."""
+    sha = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        sha.update(name.encode())
+        sha.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+                   .tobytes())
+    return sha.hexdigest()
+
+
 def unique_files(names: List[str], paths: List[str]):
     """Names and real paths with each file once (the first name kept)."""
     seen, kept_names, kept_paths = set(), [], []
@@ -157,12 +167,7 @@ class CIRRetriever:
     def model_digest(self) -> str:
         """SHA-256 over the model's state dict: ties an index to the weights that built it."""
         if self._digest is None:
-            sha = hashlib.sha256()
-            for name, tensor in self.model.state_dict().items():
-                sha.update(name.encode())
-                sha.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-                           .tobytes())
-            self._digest = sha.hexdigest()
+            self._digest = weights_digest(self.model)
         return self._digest
 
     # ------------------------------------------------------------------ encoding

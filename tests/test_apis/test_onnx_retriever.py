@@ -34,6 +34,8 @@ def served(tmp_path_factory):
     export_onnx(retriever.model, str(root / 'onnx'))
     onnx = OnnxRetriever(str(root / 'onnx'), batch_size=5).index(retriever.paths,
                                                                  retriever.names)
+    torch.save(dict(state_dict=retriever.model.state_dict(), meta=dict(epoch=0)),
+               str(root / 'model.pth'))
     return retriever, onnx, paths
 
 
@@ -60,3 +62,27 @@ def test_the_same_gallery_features_and_rankings(served):
         assert np.allclose([s for _, s in got], [s for _, s in expected], atol=1e-4)
         reference = retriever.names[retriever.paths.index(osp.realpath(path))]
         assert reference not in [n for n, _ in got]  # left out of its own ranking
+
+
+def test_the_page_on_the_export_searches_as_on_the_model(served):
+    """tools/demo_app.py --onnx DIR: the same gallery, digest and results as CONFIG CHECKPOINT."""
+    import sys
+    sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))
+    import demo_app
+    from ssn_plugin.apis.web_demo import Reference
+    retriever, _, paths = served
+    root = osp.dirname(osp.dirname(osp.dirname(paths[0])))  # above shapes/dev/
+    gallery = osp.join(root, 'shapes', 'dev')
+    sessions = [demo_app.make_session(demo_app.parse_args(args)) for args in (
+        [DEMO, osp.join(root, 'model.pth'), '--gallery', gallery, '--device', 'cpu'],
+        ['--onnx', osp.join(root, 'onnx'), '--gallery', gallery])]
+    torch_page, onnx_page = (s.retriever for s in sessions)
+    assert onnx_page.names == torch_page.names and onnx_page.model_digest == \
+        torch_page.model_digest
+    name = torch_page.names[2]
+    steps = [s.search(Reference(s.retriever.path_of(name), name), 'make it blue', 5, [])
+             for s in sessions]
+    assert [n for n, _ in steps[1][-1].results] == [n for n, _ in steps[0][-1].results]
+    assert name not in [n for n, _ in steps[1][-1].results]
+    with pytest.raises(SystemExit):
+        demo_app.parse_args(['--onnx', 'x', DEMO, 'ckpt.pth', '--gallery', gallery])
