@@ -21,7 +21,7 @@ import os.path as osp
 import statistics
 import sys
 from collections import Counter
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import open_clip
 from mmengine.config import Config, DictAction
