@@ -2,11 +2,12 @@
 
     python tools/demo_app.py CONFIG CHECKPOINT --gallery DIR [--save-index FILE] [--port 7860]
     python tools/demo_app.py CONFIG CHECKPOINT --index FILE
-    python tools/demo_app.py --onnx DIR --gallery DIR      # on an ONNX export (tools/export_onnx.py)
+    python tools/demo_app.py --onnx DIR --gallery DIR   # an export of tools/export_onnx.py
 
 Needs the demo extra: pip install -e ".[demo]" (and ".[export]" for --onnx, which serves the
-exported graphs with ONNX Runtime instead of the PyTorch model). The page listens on 127.0.0.1 unless --host
-says otherwise, and serves only pictures it makes (thumbnails), never files from disk. A
+exported graphs with ONNX Runtime instead of the PyTorch model). The page listens on 127.0.0.1
+unless --host says otherwise, and serves only pictures it makes (thumbnails), never files from
+disk. A
 gallery that cannot be indexed (no images, an index built by other weights or not matching its
 files) still opens the page, which shows why; unreadable gallery files are listed there.
 """
