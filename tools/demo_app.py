@@ -7,9 +7,9 @@
 Needs the demo extra: pip install -e ".[demo]" (and ".[export]" for --onnx, which serves the
 exported graphs with ONNX Runtime instead of the PyTorch model). The page listens on 127.0.0.1
 unless --host says otherwise, and serves only pictures it makes (thumbnails), never files from
-disk. A
-gallery that cannot be indexed (no images, an index built by other weights or not matching its
-files) still opens the page, which shows why; unreadable gallery files are listed there.
+disk. A gallery that cannot be indexed (no images, an index built by other weights or not
+matching its files) still opens the page, which shows why; unreadable gallery files are listed
+there.
 """
 import argparse
 import os.path as osp
