@@ -49,7 +49,7 @@ def parse_args(argv=None):
 def make_session(args) -> DemoSession:
     """Index the gallery (or load the index); a failure becomes the page's message, and
     gallery files that cannot be read are left out and listed on the page."""
-    if args.onnx:
+    if getattr(args, 'onnx', None):  # sessions built from a plain Namespace have none
         retriever = OnnxRetriever(args.onnx, batch_size=args.batch_size)
     else:
         retriever = CIRRetriever(args.config, args.checkpoint, device=args.device,
