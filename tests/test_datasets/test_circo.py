@@ -92,6 +92,12 @@ def test_missing_images_are_listed_or_dropped_and_counted(tmp_path):
     assert len(val) == 220 - len(affected)
     assert len(val.gallery) == len(info['ids']) - 2
     assert str(lost_gt) not in val.gallery_names
+    # check_images=False: no check, every record and gallery image kept; the gallery pipeline
+    # given to the dataset is the gallery dataset's.
+    unchecked = CIRCO(str(tmp_path / 'CIRCO'), 'val', check_images=False,
+                      gallery_pipeline=[dict(type='LoadCIRImages', keys=('img', ))])
+    assert len(unchecked) == 220 and len(unchecked.gallery) == len(info['ids'])
+    assert type(unchecked.gallery_dataset().pipeline.transforms[0]).__name__ == 'LoadCIRImages'
 
 
 def test_bad_records_name_the_file_and_record(tmp_path):
@@ -124,7 +130,37 @@ def test_bad_records_name_the_file_and_record(tmp_path):
     path.write_text(json.dumps(broken))
     with pytest.raises(ValueError, match="missing key 'gt_img_ids'"):
         CIRCO(str(tmp_path / 'CIRCO'), 'val')
-    os.remove(osp.join(tmp_path, 'CIRCO', 'COCO2017_unlabeled', 'annotations',
-                       'image_info_unlabeled2017.json'))
-    with pytest.raises(FileNotFoundError, match='image_info_unlabeled2017.json'):
+    with pytest.raises(ValueError, match=r"missing key 'gt_img_ids'; a val record needs"):
+        CIRCO(str(tmp_path / 'CIRCO'), 'val')
+    broken[4] = [1, 2]  # not an object: named by its position, id unknown
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ValueError,
+                       match=r'val.json, record 4 \(id \?\): expected a JSON object'):
+        CIRCO(str(tmp_path / 'CIRCO'), 'val')
+    broken[4] = dict(records[4])
+    del broken[4]['id']
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match=r"record 4 \(id \?\): missing key 'id'"):
+        CIRCO(str(tmp_path / 'CIRCO'), 'val')
+    broken[4] = dict(records[4], id=records[2]['id'])  # the id of record 2 again
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match=r'record 4 \(id 2\): the id is used twice'):
+        CIRCO(str(tmp_path / 'CIRCO'), 'val')
+    path.write_text(json.dumps(records))
+    info_file = osp.join(tmp_path, 'CIRCO', 'COCO2017_unlabeled', 'annotations',
+                         'image_info_unlabeled2017.json')
+    content = open(info_file).read()
+    with open(info_file, 'w') as f:
+        f.write('[]')  # a list, not COCO's object
+    with pytest.raises(ValueError, match='expected a JSON object with an "images" list'):
+        CIRCO(str(tmp_path / 'CIRCO'), 'val')
+    with open(info_file, 'w') as f:
+        f.write(content)
+    os.remove(path)
+    with pytest.raises(FileNotFoundError,
+                       match=r'(?s)val.json\nExpected layout:\n.*COCO2017'):
+        CIRCO(str(tmp_path / 'CIRCO'), 'val')
+    os.remove(info_file)
+    with pytest.raises(FileNotFoundError,
+                       match=r'image_info_unlabeled2017.json\nExpected layout:\n    data_root/'):
         CIRCO(str(tmp_path / 'CIRCO'), 'val')

@@ -52,6 +52,12 @@ def test_all_categories_and_splits_load(real_fiq, split):
         assert dataset.gallery_names[item['ref_index']] == record['candidate']
         assert dataset.gallery_names[item['target_index']] == record['target']
         assert item['captions'] == record['captions']
+        assert (item['ref_name'], item['tgt_name']) == (record['candidate'], record['target'])
+        assert item['ref_img_path'] == dataset.gallery[item['ref_index']]['img_path'] == \
+            dataset.image_path(record['candidate'])
+        assert item['tgt_img_path'] == dataset.gallery[item['target_index']]['img_path']
+        # Each gallery entry carries its category (the metric ranks within it).
+        assert dataset.gallery[0]['group'] == 'dress' and dataset.gallery[-1]['group'] == 'toptee'
         last = dataset.get_data_info(len(dataset) - 1)
         assert last['category'] == 'toptee' and last['gallery_range'] == (
             3817 + 6346, 3817 + 6346 + 5373)
