@@ -52,6 +52,16 @@ class QueryComposer(nn.Module):
         return self.model.query_features_from_tokens(image, tokens)
 
 
+def import_onnxruntime():
+    """onnxruntime, or an error saying which install provides it."""
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError('ONNX export and serving need the export extra: '
+                          'pip install -e ".[export]" (onnx, onnxruntime)') from err
+    return onnxruntime
+
+
 def file_digest(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -87,7 +97,7 @@ def export_onnx(model: nn.Module, out_dir: str, checkpoint: Optional[str] = None
     Returns:
         dict: name -> path of the written files.
     """
-    import onnxruntime as ort  # the optional [export] extra
+    ort = import_onnxruntime()
 
     model = model.cpu().eval()
     height, width = model.image_size

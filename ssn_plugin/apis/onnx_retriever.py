@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ssn_plugin.datasets.image_io import as_rgb_image, read_image
+from .onnx_export import import_onnxruntime
 from .retriever import list_images, unique_files
 
 
@@ -50,7 +51,7 @@ class OnnxRetriever:
 
     def __init__(self, export_dir: str, providers: Sequence[str] = ('CPUExecutionProvider', ),
                  batch_size: int = 32):
-        import onnxruntime as ort  # the optional [export] extra
+        ort = import_onnxruntime()
         from open_clip import SimpleTokenizer
         with open(osp.join(export_dir, 'export.json')) as f:
             self.meta = json.load(f)

@@ -110,3 +110,14 @@ def test_the_tool_writes_the_graphs_and_refuses_another_architecture(tmp_path):
                  cwd=str(tmp_path))
     assert 'the checkpoint does not fit the model of this config' in str(err.value)
     assert not (tmp_path / 'wide').exists()
+
+
+def test_a_missing_extra_names_the_install(monkeypatch, tmp_path):
+    """Without onnxruntime (the core install), export and serving say which extra to add."""
+    import sys
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # import now raises ImportError
+    from ssn_plugin.apis import OnnxRetriever
+    model = MODELS.build(tiny_ssn_cfg(TINY_CLIP))
+    for call in (lambda: export_onnx(model, str(tmp_path)), lambda: OnnxRetriever(str(tmp_path))):
+        with pytest.raises(ImportError, match=r'pip install -e "\.\[export\]"'):
+            call()
