@@ -27,7 +27,7 @@ import open_clip
 from mmengine.config import Config, DictAction
 from prettytable import PrettyTable
 
-from ssn_plugin.cli import follow_data_root
+from ssn_plugin.cli import apply_cfg_options
 from ssn_plugin.datasets.transforms import fiq_caption
 from ssn_plugin.models.clip_backbone import load_arch_cfg
 from ssn_plugin.registry import DATASETS
@@ -48,15 +48,6 @@ def parse_args(argv=None):
                         help='override config settings, "key=value" (data_root=DIR moves '
                         'the datasets)')
     return parser.parse_args(argv)
-
-
-def load_config(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        if 'data_root' in args.cfg_options:
-            follow_data_root(cfg, args.cfg_options['data_root'])
-        cfg.merge_from_dict(args.cfg_options)
-    return cfg
 
 
 def text_tokenizer(cfg: Config):
@@ -128,7 +119,7 @@ def print_download(dataset, label: str, check: Dict[str, dict]) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args)
+    cfg = apply_cfg_options(Config.fromfile(args.config), args)  # data_root=DIR moves them
     work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(args.config))[0])
     report_dir = osp.join(work_dir, 'check_data')
