@@ -15,7 +15,7 @@ from PIL import Image
 
 from ssn_plugin.datasets.image_io import as_rgb_image, read_image
 from .onnx_export import import_onnxruntime
-from .retriever import list_images, unique_files
+from .retriever import gallery_files, unique_files, unreadable_gallery
 
 
 def resize_crop(image: Image.Image, height: int, width: int) -> Image.Image:
@@ -95,15 +95,10 @@ class OnnxRetriever:
         image paths (``names`` default to the paths). A file listed twice is indexed once; an
         unreadable one stops the indexing with the full list, or with ``skip_unreadable`` is
         left out and listed in :attr:`skipped`, as :meth:`CIRRetriever.index` does."""
-        if isinstance(images, str):
-            paths = list_images(images)
-            names = [osp.relpath(p, images) for p in paths]
+        if isinstance(images, str) or names is None:
+            names, paths = gallery_files(images)
         else:
-            paths = [str(p) for p in images]
-            names = list(names) if names is not None else list(paths)
-        names, paths = unique_files(names, paths)
-        if not paths:
-            raise ValueError(f'empty gallery: no images found in {images!r}')
+            names, paths = unique_files(list(names), [str(p) for p in images])
         pixels, failures = {}, {}
         for path in paths:
             try:
@@ -111,9 +106,7 @@ class OnnxRetriever:
             except (OSError, ValueError) as err:
                 failures[path] = f'{type(err).__name__}: {err}'
         if failures and not skip_unreadable:
-            listing = '\n'.join(f'  {p}: {why}' for p, why in sorted(failures.items()))
-            raise OSError(f'{len(failures)} of {len(paths)} gallery files cannot be read:\n'
-                          f'{listing}\n(skip_unreadable=True leaves them out, listed)')
+            raise unreadable_gallery(failures, len(paths))
         self.skipped = failures
         kept = [(n, p) for n, p in zip(names, paths) if p in pixels]
         if not kept:

@@ -43,6 +43,29 @@ def list_images(folder: str) -> List[str]:
     return sorted(found)
 
 
+def gallery_files(images: Union[str, Sequence[str]]) -> Tuple[List[str], List[str]]:
+    """Names and real paths of a gallery given as a folder (searched recursively, names relative
+    to it) or a list of image paths (names = the paths), each file once; an empty one is an
+    error."""
+    if isinstance(images, str):
+        paths = list_images(images)
+        names = [osp.relpath(p, images) for p in paths]
+    else:
+        paths = [str(p) for p in images]
+        names = list(paths)
+    names, paths = unique_files(names, paths)
+    if not paths:
+        raise ValueError(f'empty gallery: no images found in {images!r}')
+    return names, paths
+
+
+def unreadable_gallery(failures: dict, total: int) -> OSError:
+    """The error listing every gallery file that cannot be read (path -> why)."""
+    listing = '\n'.join(f'  {p}: {why}' for p, why in sorted(failures.items()))
+    return OSError(f'{len(failures)} of {total} gallery files cannot be read:\n{listing}\n'
+                   '(skip_unreadable=True leaves them out, listed)')
+
+
 def weights_digest(model: torch.nn.Module) -> str:
     """SHA-256 over a model's state dict (names and bytes), in its order."""
     sha = hashlib.sha256()
@@ -262,21 +285,12 @@ class CIRRetriever:
                 self._set_index(self.encode_dataset_gallery(images, progress), names,
                                 [osp.realpath(p) for p in paths])
                 return self
-        elif isinstance(images, str):
-            paths = list_images(images)
-            names = [osp.relpath(p, images) for p in paths]
         else:
-            paths = [str(p) for p in images]
-            names = list(paths)
-        names, paths = unique_files(names, paths)
-        if not paths:
-            raise ValueError(f'empty gallery: no images found in {images!r}')
+            names, paths = gallery_files(images)
         failures: dict = {}
         feats = self.encode_images(paths, progress=progress, failures=failures)
         if failures and not skip_unreadable:
-            listing = '\n'.join(f'  {p}: {why}' for p, why in sorted(failures.items()))
-            raise OSError(f'{len(failures)} of {len(paths)} gallery files cannot be read:\n'
-                          f'{listing}\n(skip_unreadable=True leaves them out, listed)')
+            raise unreadable_gallery(failures, len(paths))
         self.skipped = failures
         kept = [(n, p) for n, p in zip(names, paths) if p not in failures]
         if not kept:
