@@ -202,3 +202,46 @@ def test_train_checks_only_the_images_its_triplets_use(tmp_path):
     os.remove(root / 'images' / f'{records[0]["candidate"]}.png')
     with pytest.raises(MissingImages, match=r'dress: 1 of \d'):
         FashionIQ(str(root), 'train', report_dir=str(tmp_path))
+
+
+def test_every_record_and_split_problem_is_named(tmp_path):
+    """Each malformed record or split file of a category: its file, record and the problem."""
+    from helpers import make_tiny_fiq
+    root = tmp_path / 'fiq'
+    make_tiny_fiq(str(root))
+    caption_file = root / 'captions' / 'cap.dress.val.json'
+    split_file = root / 'image_splits' / 'split.dress.val.json'
+    records = json.load(open(caption_file))
+    split = json.load(open(split_file))
+
+    def fails(match, **kwargs):
+        with pytest.raises((ValueError, FileNotFoundError), match=match):
+            FashionIQ(str(root), 'val', categories=('dress', ), **kwargs)
+
+    for key in ('candidate', 'captions', 'target'):
+        broken = [dict(r) for r in records]
+        del broken[2][key]
+        json.dump(broken, open(caption_file, 'w'))
+        fails(rf"cap\.dress\.val\.json, record 2: missing key '{key}'; a val record needs")
+    for key in ('candidate', 'target'):
+        broken = [dict(r) for r in records]
+        broken[3][key] = 'NOT_IN_SPLIT'
+        json.dump(broken, open(caption_file, 'w'))
+        fails(rf"record 3: {key} 'NOT_IN_SPLIT' is not in .*split\.dress\.val\.json")
+    json.dump(records, open(caption_file, 'w'))
+    json.dump(split[:3] + [7], open(split_file, 'w'))
+    fails(r'split\.dress\.val\.json: expected a list of image ids')
+    json.dump({'a': 1}, open(split_file, 'w'))
+    fails(r'split\.dress\.val\.json: expected a list of image ids')
+    os.remove(split_file)
+    fails(r'(?s)split\.dress\.val\.json\nExpected layout:\n.*images/<ASIN>')
+    json.dump(split, open(split_file, 'w'))
+
+    # check_images=False loads with images missing; the gallery pipeline and BaseDataset's
+    # arguments reach the dataset.
+    os.remove(root / 'images' / f'{records[0]["target"]}.png')
+    dataset = FashionIQ(str(root), 'val', categories=('dress', ), check_images=False,
+                        gallery_pipeline=[dict(type='LoadCIRImages', keys=('img', ))],
+                        indices=4)
+    assert len(dataset) == 4 and len(dataset.gallery) == len(split)
+    assert type(dataset.gallery_dataset().pipeline.transforms[0]).__name__ == 'LoadCIRImages'
