@@ -242,6 +242,9 @@ def test_every_record_and_split_problem_is_named(tmp_path):
     os.remove(root / 'images' / f'{records[0]["target"]}.png')
     dataset = FashionIQ(str(root), 'val', categories=('dress', ), check_images=False,
                         gallery_pipeline=[dict(type='LoadCIRImages', keys=('img', ))],
+                        pipeline=[dict(type='LoadCIRImages', keys=('ref_img', )),
+                                  dict(type='PackCIRInputs', keys=('ref_img', ))],
                         indices=4)
     assert len(dataset) == 4 and len(dataset.gallery) == len(split)
+    assert dataset[0]['inputs']['ref_img'].shape == (3, 30, 40)  # through the pipeline
     assert type(dataset.gallery_dataset().pipeline.transforms[0]).__name__ == 'LoadCIRImages'
