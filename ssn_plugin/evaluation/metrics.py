@@ -126,6 +126,20 @@ class GalleryMetric(BaseMetric):
     def _stack(results: List[dict], key: str) -> torch.Tensor:
         return torch.stack([torch.as_tensor(r[key]) for r in results])
 
+    def _group_breakdown(self, ranks: Dict[str, torch.Tensor], groups: Sequence[str],
+                         topk: Dict[str, Sequence[int]], title: str) -> Dict[str, float]:
+        """Recall per query group (:func:`recalls_by_group`), logged under ``title`` as one row
+        per group and returned as ``<group>/<name>@K``."""
+        by_group = recalls_by_group(ranks, groups, topk)
+        columns = [f'{name}@{k}' for name, ks in topk.items() for k in ks]
+        table = PrettyTable(['group', 'queries'] + columns)
+        flat = {}
+        for group, row in by_group.items():
+            table.add_row([group, row['queries']] + [f'{row[c]:.2f}' for c in columns])
+            flat.update({f'{group}/{c}': row[c] for c in columns})
+        print_log(f'{title}:\n{table.get_string()}', logger='current')
+        return flat
+
     def _log_table(self, title: str, columns: Sequence[str], values: Sequence[float],
                    extra: Optional[Dict[str, object]] = None) -> None:
         table = PrettyTable()
@@ -228,7 +242,10 @@ class CIRRMetric(GalleryMetric):
                         f'{gallery_size} images, reference removed:',
                         list(metrics), list(metrics.values()))
         if all(r['group'] is not None for r in results):
-            metrics.update(self._group_breakdown(results, ranked))
+            metrics.update(self._group_breakdown(
+                {'R': ranked['target_rank'], 'Rsubset': ranked['subset_target_rank']},
+                [r['group'] for r in results], {'R': self.topk, 'Rsubset': self.subset_topk},
+                'CIRR recall (%) by query group'))
         return metrics
 
     def _export(self, results: List[dict], ranked: dict) -> int:
@@ -246,23 +263,6 @@ class CIRRMetric(GalleryMetric):
         print_log(f'CIRR submission files for {len(results)} queries: {paths}',
                   logger='current')
         return len(results)
-
-    def _group_breakdown(self, results: List[dict], ranked: dict) -> Dict[str, float]:
-        """Recall per query group (the dataset's ``group_key``), logged and returned as
-        ``<group>/R@K`` and ``<group>/Rsubset@K``."""
-        by_group = recalls_by_group(
-            {'R': ranked['target_rank'], 'Rsubset': ranked['subset_target_rank']},
-            [r['group'] for r in results], {'R': self.topk, 'Rsubset': self.subset_topk})
-        table = PrettyTable(['group', 'queries'] + [k for k in next(iter(by_group.values()))
-                                                    if k != 'queries'])
-        flat = {}
-        for group, row in by_group.items():
-            table.add_row([group, row['queries']] + [f'{v:.2f}' for k, v in row.items()
-                                                     if k != 'queries'])
-            flat.update({f'{group}/{k}': v for k, v in row.items() if k != 'queries'})
-        print_log(f'CIRR recall (%) by query group:\n{table.get_string()}', logger='current')
-        return flat
-
 
 @METRICS.register_module()
 class FashionIQMetric(GalleryMetric):
@@ -464,14 +464,8 @@ class TripletRecallMetric(GalleryMetric):
         self._log_table(f'Recall (%) of {len(results)} queries, gallery of {gallery.shape[0]} '
                         f'images, {where}:', list(metrics), list(metrics.values()))
         if all(r['group'] is not None for r in results):
-            by_group = recalls_by_group({'R': ranks}, [r['group'] for r in results],
-                                        {'R': self.topk})
-            table = PrettyTable(['group', 'queries'] + [f'R@{k}' for k in self.topk])
-            for group, row in by_group.items():
-                table.add_row([group, row['queries']] + [f'{row[f"R@{k}"]:.2f}'
-                                                         for k in self.topk])
-                metrics.update({f'{group}/R@{k}': row[f'R@{k}'] for k in self.topk})
-            print_log(f'Recall (%) by query group:\n{table.get_string()}', logger='current')
+            metrics.update(self._group_breakdown({'R': ranks}, [r['group'] for r in results],
+                                                 {'R': self.topk}, 'Recall (%) by query group'))
         if self.show_dir:
             self._show(self._show_topk(results, gallery, exclude=exclude))
         return metrics

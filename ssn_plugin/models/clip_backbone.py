@@ -366,10 +366,8 @@ class OpenCLIPBackbone(nn.Module):
         tokens = self.tokenizer(list(texts))
         # The first EOT closes a caption (the tokenizer keeps an EOT when it truncates).
         eot_pos = (tokens == self.eot_token_id).int().argmax(dim=1)
-        length = int(eot_pos.max()) + 1
-        tokens = tokens[:, :length]
-        mask = torch.arange(length).unsqueeze(0) <= eot_pos.unsqueeze(1)
-        return tokens.to(device), mask.to(device)
+        tokens = tokens[:, :int(eot_pos.max()) + 1]
+        return tokens.to(device), self.padding_mask(tokens).to(device)
 
     def encode_text(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor,
                                                          torch.Tensor]:
