@@ -1,8 +1,9 @@
 """Serve a web page to search a gallery with a reference image and words.
 
     python tools/demo_app.py CONFIG CHECKPOINT --gallery DIR [--save-index FILE] [--port 7860]
-    python tools/demo_app.py CONFIG CHECKPOINT --index FILE
+    python tools/demo_app.py CONFIG CHECKPOINT --index FILE_OR_INDEX_DIR [--backend faiss]
     python tools/demo_app.py --onnx DIR --gallery DIR   # an export of tools/export_onnx.py
+    python tools/demo_app.py --onnx DIR --index INDEX_DIR  # ... over an index folder
 
 Needs the demo extra: pip install -e ".[demo]" (and ".[export]" for --onnx, which serves the
 exported graphs with ONNX Runtime instead of the PyTorch model). The page listens on 127.0.0.1
@@ -17,6 +18,7 @@ import time
 
 from ssn_plugin.apis import CIRRetriever, OnnxRetriever
 from ssn_plugin.apis.web_demo import DemoSession, build_app
+from ssn_plugin.cli import parse_backend
 
 
 def parse_args(argv=None):
@@ -29,7 +31,11 @@ def parse_args(argv=None):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--gallery', help='folder of gallery images (searched recursively)')
     source.add_argument('--index', help='an index file written by --save-index or '
-                        'tools/retrieve.py --save-index')
+                        'tools/retrieve.py --save-index, or an index folder from '
+                        'tools/build_index.py')
+    parser.add_argument('--backend', default='exact', help='exact, faiss or milvus')
+    parser.add_argument('--backend-args', nargs='*', default=[], metavar='KEY=VALUE',
+                        help='backend arguments, e.g. factory=HNSW32')
     parser.add_argument('--save-index', help='save the gallery index to this file')
     parser.add_argument('--host', default='127.0.0.1', help='address to listen on')
     parser.add_argument('--port', type=int, default=7860)
@@ -38,9 +44,11 @@ def parse_args(argv=None):
     parser.add_argument('--batch-size', type=int, default=32)
     args = parser.parse_args(argv)
     if args.onnx:
-        if args.config or args.checkpoint or args.index or args.save_index:
-            parser.error('--onnx serves an export on its own: no CONFIG, CHECKPOINT, --index '
-                         'or --save-index with it')
+        if args.config or args.checkpoint or args.save_index:
+            parser.error('--onnx serves an export on its own: no CONFIG, CHECKPOINT or '
+                         '--save-index with it')
+        if args.index and not osp.isdir(args.index):
+            parser.error('--onnx takes an index folder (tools/build_index.py) as --index')
     elif not (args.config and args.checkpoint):
         parser.error('CONFIG and CHECKPOINT are required (or --onnx DIR)')
     return args
@@ -55,11 +63,12 @@ def make_session(args) -> DemoSession:
         retriever = CIRRetriever(args.config, args.checkpoint, device=args.device,
                                  batch_size=args.batch_size)
     start = time.perf_counter()
+    backend = parse_backend(getattr(args, 'backend', 'exact'), getattr(args, 'backend_args', []))
     try:
         if args.index:
-            retriever.load_index(args.index)
+            retriever.load_index(args.index, backend=backend)
         else:
-            retriever.index(args.gallery, skip_unreadable=True)
+            retriever.index(args.gallery, skip_unreadable=True, backend=backend)
     except (ValueError, OSError) as err:
         print(f'The page will show: {err}')
         return DemoSession(None, args.page_size, error=str(err))

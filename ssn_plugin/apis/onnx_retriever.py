@@ -8,14 +8,15 @@ rankings equal :class:`~ssn_plugin.apis.CIRRetriever`'s (tested).
 """
 import json
 import os.path as osp
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
 from ssn_plugin.datasets.image_io import as_rgb_image, read_image
 from .onnx_export import import_onnxruntime
-from .retriever import gallery_files, unique_files, unreadable_gallery
+from ssn_plugin.index import GalleryIndex
+from .retriever import check_queries, gallery_files, unique_files, unreadable_gallery
 
 
 def resize_crop(image: Image.Image, height: int, width: int) -> Image.Image:
@@ -53,21 +54,20 @@ class OnnxRetriever:
                  batch_size: int = 32):
         ort = import_onnxruntime()
         from open_clip import SimpleTokenizer
-        with open(osp.join(export_dir, 'export.json')) as f:
+        self.meta_path = osp.join(export_dir, 'export.json')
+        with open(self.meta_path) as f:
             self.meta = json.load(f)
         self.height, self.width = self.meta['image_size']
         self.mean = np.asarray(self.meta['pixel_mean'], np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(self.meta['pixel_std'], np.float32).reshape(1, 3, 1, 1)
         self.tokenizer = SimpleTokenizer(context_length=self.meta['context_length'])
-        self.gallery = ort.InferenceSession(osp.join(export_dir, 'gallery_encoder.onnx'),
-                                            providers=list(providers))
+        self.gallery_encoder = ort.InferenceSession(
+            osp.join(export_dir, 'gallery_encoder.onnx'), providers=list(providers))
         self.composer = ort.InferenceSession(osp.join(export_dir, 'query_composer.onnx'),
                                              providers=list(providers))
         self.batch_size = batch_size
-        self.names: List[str] = []
-        self.paths: List[str] = []
+        self.gallery: Optional[GalleryIndex] = None
         self.skipped: dict = {}  # unreadable gallery files left out by index(), path -> why
-        self.feats = np.zeros((0, self.meta['feature_dim']), np.float32)
 
     def pixels(self, images: Sequence[Union[str, Image.Image]]) -> np.ndarray:
         """Normalised float32 [N, 3, H, W] of image files or PIL images."""
@@ -90,7 +90,8 @@ class OnnxRetriever:
         return self.meta['weights_sha256']
 
     def index(self, images: Union[str, Sequence[str]], names: Sequence[str] = None,
-              skip_unreadable: bool = False) -> 'OnnxRetriever':
+              skip_unreadable: bool = False, backend: Union[str, dict] = 'exact'
+              ) -> 'OnnxRetriever':
         """Encode a gallery: a folder (searched recursively; names relative to it) or a list of
         image paths (``names`` default to the paths). A file listed twice is indexed once; an
         unreadable one stops the indexing with the full list, or with ``skip_unreadable`` is
@@ -113,24 +114,54 @@ class OnnxRetriever:
             raise ValueError(f'empty gallery: none of the {len(paths)} images can be read')
         batches = [np.stack([pixels[p] for _, p in kept[i:i + self.batch_size]])
                    for i in range(0, len(kept), self.batch_size)]
-        self.feats = np.concatenate([self.gallery.run(None, {'image': b})[0] for b in batches])
-        self.names = [n for n, _ in kept]
-        self.paths = [p for _, p in kept]
+        feats = np.concatenate([self.gallery_encoder.run(None, {'image': b})[0]
+                                for b in batches])
+        self.gallery = GalleryIndex.from_features(feats, [n for n, _ in kept],
+                                                  [p for _, p in kept], backend=backend)
         return self
+
+    def load_index(self, index_dir: str, backend: Union[str, dict] = 'exact'
+                   ) -> 'OnnxRetriever':
+        """Search an index folder (``tools/build_index.py``) of the exported weights: the
+        export and the index carry the same weights digest; another one is refused."""
+        self.gallery = GalleryIndex.open(index_dir, self.model_digest, backend)
+        return self
+
+    def _require_index(self) -> GalleryIndex:
+        if self.gallery is None:
+            raise RuntimeError('no gallery indexed: call index() or load_index() first')
+        return self.gallery
+
+    @property
+    def names(self) -> List[str]:
+        return [] if self.gallery is None else self.gallery.names
+
+    @property
+    def paths(self) -> List[str]:
+        return [] if self.gallery is None else self.gallery.paths
+
+    @property
+    def feats(self) -> np.ndarray:
+        """The gallery features [G, D] float32, in index order."""
+        gallery = self._require_index()
+        return gallery.features(gallery.ids)
 
     def path_of(self, name: str) -> str:
         """The image file of a gallery name."""
-        return self.paths[self.names.index(name)]
+        gallery_id = self._require_index().id_of_name(name)
+        if gallery_id < 0:
+            raise KeyError(f'{name!r} is not in the gallery')
+        return self.gallery.entry(gallery_id)[1]
 
     def query(self, image: Union[str, Image.Image], text: str, topk: int = 10,
               exclude_reference: bool = True) -> List[Tuple[str, float]]:
         """Top-k ``(name, cosine score)``; the reference file is left out of its own ranking."""
+        gallery = self._require_index()
+        check_queries([image], [text], topk)
         query = self.composer.run(None, {'image': self.pixels([image]),
-                                         'text_tokens': self.tokens([text])})[0][0]
-        scores = self.feats @ query
-        if exclude_reference and isinstance(image, str):
-            real = osp.realpath(image)
-            scores = np.where([p == real for p in self.paths], -np.inf, scores)
-        order = np.argsort(-scores, kind='stable')
-        order = [i for i in order if np.isfinite(scores[i])][:topk]
-        return [(self.names[i], float(scores[i])) for i in order]
+                                         'text_tokens': self.tokens([text])})[0]
+        exclude = [[gallery.id_of_path(image)]] if exclude_reference and \
+            isinstance(image, str) else None
+        scores, ids = gallery.search_ids(query, topk, exclude)
+        return [(gallery.entry(int(g))[0], float(s)) for s, g in zip(scores[0], ids[0])
+                if g >= 0]

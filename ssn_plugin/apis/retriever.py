@@ -17,7 +17,8 @@ from ssn_plugin.datasets.image_io import as_rgb_image
 from ssn_plugin.datasets.transforms import LoadCIRImages, fill_image_size
 from ssn_plugin.engine import load_local_checkpoint, safe_load
 from ssn_plugin.engine.checkpoint import check_checkpoint_fits, strip_ddp_prefix
-from ssn_plugin.evaluation.functional import rank_gallery
+from ssn_plugin.index import GalleryIndex, IndexFolder, update_index_folder
+from ssn_plugin.index.folder import DEFAULT_SHARD_ROWS
 from ssn_plugin.models.clip_backbone import skip_pretrained_weights
 from ssn_plugin.registry import MODELS
 from ssn_plugin.version import __version__
@@ -25,6 +26,7 @@ from ssn_plugin.version import __version__
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.gif', '.tif', '.tiff')
 # 2: paths are real paths, and each file's stamp is saved and checked on load.
 INDEX_FORMAT = 2
+Backend = Union[str, dict]
 
 
 def list_images(folder: str) -> List[str]:
@@ -162,10 +164,7 @@ class CIRRetriever:
         transforms = build_pipeline(self._gallery_pipeline(cfg))
         fill_image_size(transforms, self.model.image_size)
         self.pipeline = Compose(transforms)
-        self.names: List[str] = []
-        self.paths: List[str] = []
-        self.feats: Optional[torch.Tensor] = None
-        self._position: dict = {}  # real image path (symlinks resolved) -> gallery index
+        self.gallery: Optional[GalleryIndex] = None
         self._digest: Optional[str] = None
         self.skipped: dict = {}  # unreadable gallery files left out by index(), path -> why
 
@@ -268,7 +267,9 @@ class CIRRetriever:
 
     # ------------------------------------------------------------------ index
     def index(self, images: Union[str, Sequence[str], BaseCIRDataset],
-              progress: bool = True, skip_unreadable: bool = False) -> 'CIRRetriever':
+              progress: bool = True, skip_unreadable: bool = False,
+              index_dir: Optional[str] = None, backend: Backend = 'exact',
+              dtype: str = 'float32', shard_rows: int = DEFAULT_SHARD_ROWS) -> 'CIRRetriever':
         """Encode a gallery: a folder, a list of image paths, or a CIR dataset's gallery (read
         from its image cache when the dataset has one).
 
@@ -276,15 +277,24 @@ class CIRRetriever:
         (truncated, not an image, over the size bounds) stops the indexing, after all files
         were tried, with the full list; with ``skip_unreadable`` it is left out and listed in
         :attr:`skipped` (``path -> reason``).
+
+        With ``index_dir`` the index is an index folder on disk (created, or brought up to
+        date: only new or changed files are encoded, deleted ones dropped, a killed build
+        resumes; see :func:`~ssn_plugin.index.update_index_folder`), features stored as
+        ``dtype`` in shards of ``shard_rows``. ``backend`` (``'exact'``, ``'faiss'``,
+        ``'milvus'`` or a dict with ``type``) searches it.
         """
         self.skipped = {}
+        if index_dir is not None:
+            return self._index_folder(images, index_dir, backend, dtype, shard_rows, progress,
+                                      skip_unreadable)
         if isinstance(images, BaseCIRDataset):
             names = images.gallery_names
             paths = [entry['img_path'] for entry in images.gallery]
             if images.image_cache and images.gallery_pipeline:
-                self._set_index(self.encode_dataset_gallery(images, progress), names,
-                                [osp.realpath(p) for p in paths])
-                return self
+                feats = self.encode_dataset_gallery(images, progress)
+                return self.index_features(feats, names, [osp.realpath(p) for p in paths],
+                                           backend=backend)
         else:
             names, paths = gallery_files(images)
         failures: dict = {}
@@ -296,24 +306,82 @@ class CIRRetriever:
         if not kept:
             raise ValueError(f'empty gallery: none of the {len(paths)} images in {images!r} '
                              'can be read')
-        self._set_index(feats, [n for n, _ in kept], [p for _, p in kept])
+        return self.index_features(feats, [n for n, _ in kept], [p for _, p in kept],
+                                   stamps=[file_stamp(p) for _, p in kept], backend=backend)
+
+    def index_features(self, feats, names: Sequence[str], paths: Optional[Sequence[str]] = None,
+                       stamps: Optional[Sequence] = None, backend: Backend = 'exact',
+                       dtype: str = 'float32') -> 'CIRRetriever':
+        """An index of precomputed gallery features [G, D] (L2-normalised, e.g. from
+        :meth:`encode_images` or another machine) and their names; ``paths`` default to the
+        names. The features are checked (shape, finite values) here, once."""
+        if isinstance(feats, torch.Tensor):
+            feats = feats.detach().cpu().float().numpy()
+        self.gallery = GalleryIndex.from_features(feats, names, paths, stamps, dtype, backend)
         return self
 
+    def _index_folder(self, images, index_dir: str, backend: Backend, dtype: str,
+                      shard_rows: int, progress: bool, skip_unreadable: bool
+                      ) -> 'CIRRetriever':
+        if isinstance(images, BaseCIRDataset):
+            names = images.gallery_names
+            paths = [entry['img_path'] for entry in images.gallery]
+        else:
+            names, paths = gallery_files(images)
+        report = self.update_index_folder(index_dir, names, paths, dtype=dtype,
+                                          shard_rows=shard_rows, progress=progress)
+        if report['failures'] and not skip_unreadable:
+            raise unreadable_gallery(report['failures'], len(paths))
+        self.skipped = report['failures']
+        return self.load_index(index_dir, backend=backend)
+
+    def update_index_folder(self, index_dir: str, names: Sequence[str], paths: Sequence[str],
+                            dtype: str = 'float32', shard_rows: int = DEFAULT_SHARD_ROWS,
+                            progress: bool = True, rank: int = 0, world_size: int = 1,
+                            barrier=lambda: None, on_commit=lambda chunk: None) -> dict:
+        """Create or update an index folder of these weights for the gallery ``names`` /
+        ``paths`` (see :func:`~ssn_plugin.index.update_index_folder`; the other arguments
+        are passed on). Returns its report."""
+        folder = IndexFolder(index_dir)
+        with folder.locked():
+            if not folder.exists and rank == 0:
+                folder.create(self.model_digest, self.model.clip.embed_dim, dtype, __version__)
+        barrier()
+        folder.open(self.model_digest)
+        if folder.dtype != dtype:
+            raise ValueError(f'{index_dir} stores {folder.dtype} features, not {dtype}; '
+                             'build a new index folder to change it')
+
+        def encode(chunk_paths, failures):
+            return self.encode_images(list(chunk_paths), progress=False,
+                                      failures=failures).numpy()
+
+        bar = ProgressBar(len(paths)) if progress and rank == 0 else None
+        return update_index_folder(
+            folder, names, paths, encode, shard_rows, rank, world_size, barrier, on_commit,
+            progress=None if bar is None else lambda n: [bar.update() for _ in range(n)])
+
     def save_index(self, path: str) -> None:
-        """Save features, names, paths, each file's stamp and the model digest in one file."""
+        """Save features, names, paths, each file's stamp and the model digest in one file
+        (an index held in memory; an index folder is saved as it is built)."""
         self._require_index()
         torch.save(dict(format=INDEX_FORMAT, version=__version__, feats=self.feats,
                         names=self.names, paths=self.paths,
                         stamps=[file_stamp(p) for p in self.paths],
                         model_digest=self.model_digest), path)
 
-    def load_index(self, path: str) -> 'CIRRetriever':
-        """Load an index saved by :meth:`save_index`.
+    def load_index(self, path: str, backend: Backend = 'exact') -> 'CIRRetriever':
+        """Load an index folder (``tools/build_index.py``, :meth:`index` with ``index_dir``)
+        or an index file saved by :meth:`save_index`, searched by ``backend``.
 
-        Refused: an index built by other weights, and one whose files are not the gallery it
-        claims: a path that is not an image file (by extension), a file deleted, or changed
-        (size or modification time) since the index was saved. The error lists them all.
+        Refused: an index built by other weights, and (an index file) one whose files are not
+        the gallery it claims: a path that is not an image file (by extension), a file
+        deleted, or changed (size or modification time) since the index was saved. The error
+        lists them all.
         """
+        if osp.isdir(path):
+            self.gallery = GalleryIndex.open(path, self.model_digest, backend)
+            return self
         if not osp.isfile(path):
             raise FileNotFoundError(f'index file not found: {path}')
         content = safe_load(path, map_location='cpu')
@@ -329,23 +397,46 @@ class CIRRetriever:
         if problems:
             raise ValueError(f'{path} does not match the files it indexes ({len(problems)} of '
                              f'{len(content["paths"])}); rebuild it:\n' + '\n'.join(problems[:20]))
-        self._set_index(content['feats'], content['names'], content['paths'])
-        return self
+        return self.index_features(content['feats'], content['names'], content['paths'],
+                                   content['stamps'], backend=backend)
 
-    def _set_index(self, feats: torch.Tensor, names: List[str], paths: List[str]) -> None:
-        self.feats, self.names, self.paths = feats, names, paths
-        self._position = {p: i for i, p in enumerate(paths)}
-
-    def _require_index(self) -> torch.Tensor:
-        if self.feats is None:
+    def _require_index(self) -> GalleryIndex:
+        if self.gallery is None:
             raise RuntimeError('no gallery indexed: call index() or load_index() first')
-        return self.feats
+        return self.gallery
+
+    @property
+    def names(self) -> List[str]:
+        """Gallery names, in index order (empty before indexing)."""
+        return [] if self.gallery is None else self.gallery.names
+
+    @property
+    def paths(self) -> List[str]:
+        """Real paths of the gallery files, in index order."""
+        return [] if self.gallery is None else self.gallery.paths
+
+    @property
+    def feats(self) -> Optional[torch.Tensor]:
+        """The gallery features [G, D] float32, in index order (None before indexing)."""
+        if self.gallery is None:
+            return None
+        return torch.from_numpy(self.gallery.features(self.gallery.ids))
 
     # ------------------------------------------------------------------ queries
+    def search(self, query_feats, topk: int = 10,
+               exclude: Optional[Sequence[Optional[Sequence[str]]]] = None
+               ) -> List[List[Tuple[str, float]]]:
+        """Per query row of ``query_feats`` [N, D], up to ``topk`` ``(name, cosine score)``
+        pairs, best first; ``exclude[i]`` (gallery names, or None) left out of row i's."""
+        if isinstance(query_feats, torch.Tensor):
+            query_feats = query_feats.detach().cpu().float().numpy()
+        return self._require_index().search(query_feats, topk, exclude)
+
     def query_batch(self, images: Sequence[Union[str, Image.Image]], texts: Sequence[str],
                     topk: int = 10, exclude_reference: bool = True
                     ) -> List[List[Tuple[str, float]]]:
-        """Top-k ``(name, cosine score)`` per query, best first.
+        """Top-k ``(name, cosine score)`` per query, best first: the composed query
+        (:meth:`encode_queries`) followed by :meth:`search`.
 
         With ``exclude_reference`` a reference image that is itself in the gallery (the same
         file, also through a symlink) is left out of its own results, as the CIRR protocol
@@ -354,19 +445,12 @@ class CIRRetriever:
         """
         gallery = self._require_index()
         check_queries(images, texts, topk)
-        queries = self.encode_queries(images, texts)
-        exclude = torch.tensor([
-            self._position.get(osp.realpath(img), -1)
-            if exclude_reference and isinstance(img, str) else -1 for img in images])
-        if not (exclude >= 0).any():
-            exclude = None
-        available = len(self.names) - (exclude is not None)
-        ranked = rank_gallery(queries, gallery, exclude_index=exclude,
-                              topk=min(topk, available))
-        results = []
-        for rows, scores in zip(ranked['topk_index'].tolist(), ranked['topk_score'].tolist()):
-            results.append([(self.names[i], s) for i, s in zip(rows, scores)])
-        return results
+        queries = self.encode_queries(images, texts).numpy()
+        exclude = [[gallery.id_of_path(img)] if exclude_reference and isinstance(img, str)
+                   else None for img in images]
+        scores, ids = gallery.search_ids(queries, topk, exclude)
+        return [[(gallery.entry(int(g))[0], float(s)) for s, g in zip(srow, irow) if g >= 0]
+                for srow, irow in zip(scores, ids)]
 
     def query(self, image: Union[str, Image.Image], text: str, topk: int = 10,
               exclude_reference: bool = True) -> List[Tuple[str, float]]:
@@ -375,4 +459,7 @@ class CIRRetriever:
 
     def path_of(self, name: str) -> str:
         """The image file of a gallery name."""
-        return self.paths[self.names.index(name)]
+        gallery_id = self._require_index().id_of_name(name)
+        if gallery_id < 0:
+            raise KeyError(f'{name!r} is not in the gallery')
+        return self.gallery.entry(gallery_id)[1]

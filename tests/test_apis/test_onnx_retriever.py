@@ -86,3 +86,28 @@ def test_the_page_on_the_export_searches_as_on_the_model(served):
     assert name not in [n for n, _ in steps[1][-1].results]
     with pytest.raises(SystemExit):
         demo_app.parse_args(['--onnx', 'x', DEMO, 'ckpt.pth', '--gallery', gallery])
+
+
+def test_the_export_serves_an_index_folder_of_its_weights(served, tmp_path):
+    """An index folder built with PyTorch (tools/build_index.py) is searched by the export:
+    the same weights digest, the same ranking; the page takes it as --index."""
+    import sys
+    sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))
+    import demo_app
+    retriever, onnx, paths = served
+    index_dir = str(tmp_path / 'index')
+    retriever.update_index_folder(index_dir, retriever.names, retriever.paths, progress=False)
+    from_folder = OnnxRetriever(osp.dirname(onnx.meta_path)).load_index(index_dir)
+    assert from_folder.names == retriever.names
+    expected = onnx.query(paths[3], 'make it green', topk=6)
+    got = from_folder.query(paths[3], 'make it green', topk=6)
+    assert [n for n, _ in got] == [n for n, _ in expected]
+    assert np.allclose([s for _, s in got], [s for _, s in expected], atol=1e-4)
+    session = demo_app.make_session(demo_app.parse_args(
+        ['--onnx', osp.dirname(onnx.meta_path), '--index', index_dir]))
+    assert session.retriever.names == retriever.names and session.error is None
+    other = str(tmp_path / 'other')
+    CIRRetriever(DEMO, device='cpu').update_index_folder(other, retriever.names[:3],
+                                                         retriever.paths[:3], progress=False)
+    with pytest.raises(ValueError, match='built by a different model'):
+        OnnxRetriever(osp.dirname(onnx.meta_path)).load_index(other)
