@@ -5,7 +5,8 @@
 # Fine-tuned with SSN's InfoNCE and the CIRR recipe's optimiser, schedule, data and hooks
 # (everything but the model is configs/cirr/ssn.py's; tests/test_configs.py pins that):
 #   python tools/train.py configs/cirr/clip_baseline.py
-# mode='text' / 'image': text-only / image-only baselines (--cfg-options model.mode=text).
+# mode='text' / 'image': text-only / image-only baselines (--cfg-options model.mode=text);
+# model.combine=raw: CLIP4Cir's sum of the raw embeddings.
 _base_ = ['./ssn.py']
 
 # A different model, so the whole dict is replaced.
@@ -19,6 +20,9 @@ model = dict(
         train_vision=True,
         train_text=True),
     mode='sum',
+    # normalize(normalize(v) + normalize(t)); combine='raw' is CLIP4Cir's zero-shot sum,
+    # normalize(v + t) of the raw embeddings (ssn_plugin/models/clip_baseline.py).
+    combine='normalized',
     # The contrastive term only: the baseline has no second branch, hence no KL term.
     loss=dict(type='SSNLoss', logit_scale=100.0, gather=True),
     data_preprocessor=dict(type='CIRDataPreprocessor'),

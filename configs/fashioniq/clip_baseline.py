@@ -4,7 +4,8 @@
 # Fine-tuned with SSN's InfoNCE and the Fashion-IQ recipe (vision tower frozen from epoch 1;
 # everything but the model is configs/fashioniq/ssn.py's; tests/test_configs.py pins that):
 #   python tools/train.py configs/fashioniq/clip_baseline.py
-# mode='text' / 'image': text-only / image-only baselines (--cfg-options model.mode=text).
+# mode='text' / 'image': text-only / image-only baselines (--cfg-options model.mode=text);
+# model.combine=raw: CLIP4Cir's sum of the raw embeddings.
 _base_ = ['./ssn.py']
 
 # A different model, so the whole dict is replaced.
@@ -21,6 +22,9 @@ model = dict(
         # tower outputs are computed once and reused (fp16, on the GPU).
         feature_cache=True),
     mode='sum',
+    # normalize(normalize(v) + normalize(t)); combine='raw' is CLIP4Cir's zero-shot sum,
+    # normalize(v + t) of the raw embeddings (ssn_plugin/models/clip_baseline.py).
+    combine='normalized',
     # The contrastive term only: the baseline has no second branch, hence no KL term.
     loss=dict(type='SSNLoss', logit_scale=100.0, gather=True),
     data_preprocessor=dict(type='CIRDataPreprocessor'),

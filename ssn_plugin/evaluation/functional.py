@@ -16,6 +16,7 @@ occur, and the tests exclude them). Top-k lists order tied items arbitrarily, as
 Memory: queries are processed in chunks of ``max(1, chunk_elems // G)`` rows, so at most about
 ``chunk_elems`` similarities exist at a time; no [N, G] sort or [N, G] array is ever built.
 """
+import statistics
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -179,7 +180,9 @@ def cirr_recalls(query_feats: torch.Tensor,
         chunk_elems (int): Similarities held at once. Defaults to 2**25.
 
     Returns:
-        dict: ``R@K``, ``Rsubset@K`` and ``Avg`` = (R@5 + Rsubset@1) / 2 when both exist.
+        dict: ``R@K``, ``Rsubset@K``, ``Avg`` = (R@5 + Rsubset@1) / 2 when both exist, and
+        with the default K the release's ``arithmetic_mean``, ``harmonic_mean`` and
+        ``geometric_mean`` of the seven (:func:`release_means`).
 
     Examples:
         >>> import torch
@@ -210,7 +213,25 @@ def cirr_recalls_from_ranks(target_rank: torch.Tensor, subset_target_rank: torch
     result.update({f'Rsubset@{k}': recall_at_k(subset_target_rank, k) for k in subset_topk})
     if 'R@5' in result and 'Rsubset@1' in result:
         result['Avg'] = (result['R@5'] + result['Rsubset@1']) / 2
+    result.update(release_means(result))
     return result
+
+
+RELEASE_RECALLS = ('R@1', 'R@5', 'R@10', 'R@50', 'Rsubset@1', 'Rsubset@2', 'Rsubset@3')
+
+
+def release_means(recalls: Dict[str, float]) -> Dict[str, float]:
+    """The three means the SSN release selects its CIRR checkpoints by (one each): the
+    arithmetic, harmonic and geometric mean of the seven recalls of ``RELEASE_RECALLS``, as
+    Python's ``statistics`` defines them (a recall of 0 gives a harmonic and a geometric mean of
+    0). Empty unless all seven are there."""
+    if not all(key in recalls for key in RELEASE_RECALLS):
+        return {}
+    values = [recalls[key] for key in RELEASE_RECALLS]
+    positive = min(values) > 0
+    return dict(arithmetic_mean=statistics.mean(values),
+                harmonic_mean=statistics.harmonic_mean(values),
+                geometric_mean=statistics.geometric_mean(values) if positive else 0.0)
 
 
 def fashioniq_recalls(query_feats: torch.Tensor,

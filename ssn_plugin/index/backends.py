@@ -309,6 +309,7 @@ class MilvusBackend(SearchBackend):
         if uri is None:
             raise ValueError("the 'milvus' backend of an index held in memory needs a uri "
                              "(a Milvus Lite file such as 'gallery.db', or a server)")
+        self.uri_used = uri
         self.client = client_cls(uri, token=self.token) if self.token else client_cls(uri)
         state_path = osp.join(folder.root, 'milvus.json') if folder else None
         state = _load_json(state_path) if state_path else None
@@ -323,6 +324,8 @@ class MilvusBackend(SearchBackend):
             for shard in index.shards:
                 self._insert(shard)
             changed = True
+        if changed:
+            self._settle()
         if state_path and changed:
             removed = len(folder.manifest['removed'])
             _save_json(state_path, dict(wanted, shards=[s.name for s in index.shards],
@@ -337,6 +340,14 @@ class MilvusBackend(SearchBackend):
         self.client.create_collection(self.collection, dimension=self.index.dim,
                                       metric_type='IP', auto_id=False, id_type='int',
                                       index_params=params)
+
+    def _settle(self) -> None:
+        """Seal what was written and load the collection with its index built: until then
+        Milvus Lite scans unindexed rows (measured: ~0.9 s a query at 20k x 512 before,
+        ~12 ms after; benchmarks/README.md)."""
+        self.client.flush(self.collection)
+        self.client.release_collection(self.collection)
+        self.client.load_collection(self.collection)
 
     def _row_count(self) -> int:
         return int(self.client.get_collection_stats(self.collection)['row_count'])

@@ -14,7 +14,13 @@ from .base import BaseCIRModel
 @MODELS.register_module()
 class CLIPBaseline(BaseCIRModel):
     """CLIP "image + text": the query is the normalised sum of the reference image's and the
-    text's normalised CLIP embeddings; a gallery image is its normalised image embedding.
+    text's CLIP embeddings; a gallery image is its normalised image embedding.
+
+    Two sums are in use, and they rank differently: ``combine='raw'`` is CLIP4Cir's zero-shot
+    sum, ``normalize(v + t)`` of the raw embeddings (its ``element_wise_sum`` applied to
+    unnormalised features), where the longer of the two vectors weighs more;
+    ``combine='normalized'`` is ``normalize(normalize(v) + normalize(t))``, equal weight to
+    image and text.
 
     The usual reference point of CIR papers, zero-shot (no training: ``tools/test.py CONFIG
     --no-checkpoint``) or fine-tuned with the same symmetric InfoNCE as SSN (its ``loss_con``).
@@ -24,6 +30,8 @@ class CLIPBaseline(BaseCIRModel):
     Args:
         backbone (dict): Config of the :class:`OpenCLIPBackbone`.
         mode (str): ``'sum'``, ``'text'`` or ``'image'``. Defaults to 'sum'.
+        combine (str): How ``'sum'`` adds them: ``'normalized'`` or ``'raw'`` (see above).
+            Defaults to 'normalized'.
         loss (dict): Config of the loss; its KL term does not apply (no second branch).
             Defaults to ``dict(type='SSNLoss')``.
         data_preprocessor (dict | nn.Module, optional): Defaults to
@@ -41,20 +49,29 @@ class CLIPBaseline(BaseCIRModel):
     """
 
     MODES = ('sum', 'text', 'image')
+    COMBINES = ('normalized', 'raw')
 
-    def __init__(self, backbone: dict, mode: str = 'sum', loss: Optional[dict] = None,
+    def __init__(self, backbone: dict, mode: str = 'sum', combine: str = 'normalized',
+                 loss: Optional[dict] = None,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
         if mode not in self.MODES:
             raise ValueError(f'CLIPBaseline mode {mode!r}: expected one of {self.MODES}')
+        if combine not in self.COMBINES:
+            raise ValueError(f'CLIPBaseline combine {combine!r}: expected one of '
+                             f'{self.COMBINES}')
         super().__init__(backbone, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.mode = mode
+        self.mode, self.combine = mode, combine
         self.loss_module = MODELS.build(
             dict(type='SSNLoss') if loss is None else copy.deepcopy(loss))
 
+    def _raw_image_embedding(self, images: torch.Tensor,
+                             image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
+        return self.clip.encode_image(images, image_keys)[0].float()
+
     def _image_embedding(self, images: torch.Tensor,
                          image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
-        return F.normalize(self.clip.encode_image(images, image_keys)[0].float(), dim=-1)
+        return F.normalize(self._raw_image_embedding(images, image_keys), dim=-1)
 
     def query_features(self, ref_img: torch.Tensor, texts: Sequence[str],
                        image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
@@ -72,10 +89,13 @@ class CLIPBaseline(BaseCIRModel):
                  image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
         if self.mode == 'image':
             return self._image_embedding(ref_img, image_keys)
-        text = F.normalize(text_embedding().float(), dim=-1)
+        text = text_embedding().float()
         if self.mode == 'text':
-            return text
-        return F.normalize(self._image_embedding(ref_img, image_keys) + text, dim=-1)
+            return F.normalize(text, dim=-1)
+        image = self._raw_image_embedding(ref_img, image_keys)
+        if self.combine == 'normalized':
+            image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+        return F.normalize(image + text, dim=-1)
 
     def gallery_features(self, images: torch.Tensor,
                          image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:

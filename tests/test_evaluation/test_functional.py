@@ -238,3 +238,38 @@ def test_no_queries_give_empty_long_outputs():
                         'subset_target_rank'}
     for key, value in out.items():
         assert value.shape == (0, ) and value.dtype == torch.long, key
+
+
+def test_release_means_match_statistics_on_real_val_annotations():
+    """The three means the release selects CIRR checkpoints by, over the seven recalls, as
+    Python's statistics module defines them: sum/7, 7/sum(1/x), (prod x)^(1/7)."""
+    import math
+    import statistics
+    records = json.load(open(shared_data('cirr', 'captions', 'cap.rc2.val.json')))
+    names = list(json.load(open(shared_data('cirr', 'image_splits', 'split.rc2.val.json'))))
+    index = {n: i for i, n in enumerate(names)}
+    torch.manual_seed(3)
+    gallery = F.normalize(torch.randn(len(names), 16), dim=-1)
+    target_index = torch.tensor([index[r['target_hard']] for r in records])
+    query = F.normalize(gallery[target_index] + torch.randn(len(records), 16), dim=-1)
+    ours = cirr_recalls(query, gallery, torch.tensor([index[r['reference']] for r in records]),
+                        target_index, torch.tensor([[index[m] for m in r['img_set']['members']]
+                                                    for r in records]))
+    seven = [ours[k] for k in ('R@1', 'R@5', 'R@10', 'R@50', 'Rsubset@1', 'Rsubset@2',
+                               'Rsubset@3')]
+    assert 0 < min(seven) and max(seven) < 100
+    assert ours['arithmetic_mean'] == pytest.approx(sum(seven) / 7, abs=1e-9)
+    assert ours['harmonic_mean'] == pytest.approx(7 / sum(1 / x for x in seven), abs=1e-9)
+    assert ours['geometric_mean'] == pytest.approx(math.prod(seven) ** (1 / 7), abs=1e-9)
+    assert ours['geometric_mean'] == pytest.approx(statistics.geometric_mean(seven), abs=1e-9)
+    # The three differ, so the checkpoint each selects can differ.
+    assert ours['harmonic_mean'] < ours['geometric_mean'] < ours['arithmetic_mean']
+
+
+def test_release_means_with_a_zero_recall_and_without_all_seven():
+    from ssn_plugin.evaluation.functional import release_means
+    zero = dict(zip(('R@1', 'R@5', 'R@10', 'R@50', 'Rsubset@1', 'Rsubset@2', 'Rsubset@3'),
+                    (0.0, 10.0, 20.0, 40.0, 30.0, 50.0, 70.0)))
+    assert release_means(zero) == dict(arithmetic_mean=220.0 / 7, harmonic_mean=0.0,
+                                       geometric_mean=0.0)
+    assert release_means({'R@1': 5.0, 'R@5': 9.0}) == {}

@@ -86,7 +86,9 @@ def test_cirr_without_groups_has_no_breakdown():
     gallery = one_hot_gallery(12)
     out = evaluate(CIRRMetric(), gallery, cirr_samples(gallery, 3))
     assert set(out) == {f'cirr/{k}' for k in ('R@1', 'R@5', 'R@10', 'R@50', 'Rsubset@1',
-                                              'Rsubset@2', 'Rsubset@3', 'Avg')}
+                                              'Rsubset@2', 'Rsubset@3', 'Avg',
+                                              'arithmetic_mean', 'harmonic_mean',
+                                              'geometric_mean')}
 
 
 def test_prefix_and_collect_device_are_passed_on():

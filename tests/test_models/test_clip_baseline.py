@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.structures import BaseDataElement
 
+from helpers import TINY_CLIP
 from ssn_plugin.models.losses import symmetric_info_nce
 from ssn_plugin.registry import MODELS
 
@@ -65,3 +66,41 @@ def test_predict_fills_the_metric_fields(tiny_clip_file):
 def test_unknown_mode_is_refused(tiny_clip_file):
     with pytest.raises(ValueError, match="mode 'concat'"):
         build(tiny_clip_file, 'concat')
+
+# ---------------------------------------------------------------- the two sums
+def build_combine(combine):
+    torch.manual_seed(0)
+    return MODELS.build(dict(type='CLIPBaseline', combine=combine,
+                             backbone=dict(type='OpenCLIPBackbone', arch=TINY_CLIP)))
+
+
+def unit(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def test_raw_and_normalized_sums_follow_their_definitions():
+    images = torch.randn(3, 3, 32, 32)
+    texts = ['make it red', 'remove the dog and add a tall red tower', 'x']
+    raw_model, norm_model = build_combine('raw'), build_combine('normalized')
+    for a, b in zip(raw_model.state_dict().values(), norm_model.state_dict().values()):
+        assert torch.equal(a, b)  # the same weights: only the sum differs
+    with torch.no_grad():
+        v = raw_model.clip.encode_image(images)[0].float()
+        t = raw_model.clip.encode_text(texts)[0].float()
+        raw = raw_model.query_features(images, texts)
+        normalized = norm_model.query_features(images, texts)
+    # CLIP4Cir's zero-shot sum: normalize(v + t) of the raw embeddings.
+    assert torch.allclose(raw, unit(v + t), atol=1e-6)
+    # Equal weight: normalize(normalize(v) + normalize(t)).
+    assert torch.allclose(normalized, unit(unit(v) + unit(t)), atol=1e-6)
+    # The embeddings differ in length, so the two sums are different queries.
+    assert (v.norm(dim=-1) - t.norm(dim=-1)).abs().min() > 1e-3
+    assert (raw - normalized).abs().max() > 1e-3
+    with torch.no_grad():  # the gallery side is the normalised image embedding for both
+        assert torch.allclose(raw_model.gallery_features(images), unit(v), atol=1e-6)
+
+
+def test_an_unknown_combine_is_named():
+    with pytest.raises(ValueError, match=r"combine 'mean': expected one of \('normalized', "
+                                         r"'raw'\)"):
+        build_combine('mean')

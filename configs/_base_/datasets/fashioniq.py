@@ -25,8 +25,9 @@ gallery_pipeline = [
 ]
 
 train_dataloader = dict(
-    # Per process. The release's global batch is 128: on N GPUs use batch_size=128 // N
-    # (1 GPU: 128, 4: 32, 8: 16), or keep 128 and add --auto-scale-lr (global N x 128).
+    # Per process. A global batch of 128 is OUR choice (the release's Fashion-IQ script
+    # defaults to 384, and 100 epochs); on N GPUs use batch_size=128 // N (1 GPU: 128, 4: 32,
+    # 8: 16), or keep 128 and add --auto-scale-lr (global N x 128).
     batch_size=128,
     num_workers=4,
     # Fresh workers every epoch: the random caption forms then resume exactly (EpochSeedHook).
