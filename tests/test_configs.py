@@ -23,6 +23,10 @@ _BACKBONE = 'model.backbone.'
 _CIRCO_EVAL = {f'{loader}.dataset.{key}': value for loader in ('val_dataloader', 'test_dataloader')
                for key, value in (('type', 'CIRCO'), ('data_root', 'data/CIRCO'),
                                   ('text_template', '{relative_caption}'))}
+#: The Combiner's stage: the default runtime's hooks, its stage-1 checkpoint without combiner.
+_COMBINER_HOOKS = [dict(type='SafeCheckpointLoaderHook', new_modules=('combiner.', )),
+                   dict(type='EpochSeedHook'), dict(type='ImageSizeFromModelHook'),
+                   dict(type='GalleryFeatureHook')]
 #: variant -> (its base, {flattened key: the variant's value}); nothing else may differ.
 VARIANTS = {
     'cirr/ssn_vit_b16.py': ('cirr/ssn.py', {_BACKBONE + 'arch': 'ViT-B-16'}),
@@ -54,6 +58,17 @@ VARIANTS = {
             'default_hooks.checkpoint.max_keep_ckpts': 2,
             'optim_wrapper.optimizer.lr': 2.5e-5, 'train_cfg.max_epochs': 20,
             'auto_scale_lr.base_batch_size': 64})),
+    'cirr/clip4cir_stage1.py': ('cirr/clip_baseline.py', {'model.combine': 'raw',
+                                                          'model.loss': SUBTREE}),
+    'cirr/clip4cir_combiner.py': ('cirr/clip_baseline.py', {'model': SUBTREE,
+                                                            'custom_hooks': _COMBINER_HOOKS}),
+    'fashioniq/clip4cir_stage1.py': ('fashioniq/clip_baseline.py', {'model.combine': 'raw',
+                                                                    'model.loss': SUBTREE}),
+    'fashioniq/clip4cir_combiner.py': ('fashioniq/clip_baseline.py', {
+        'model': SUBTREE, 'custom_hooks': _COMBINER_HOOKS}),
+    'demo/clip4cir_stage1_shapes.py': ('demo/ssn_shapes.py', {'model': SUBTREE}),
+    'demo/clip4cir_combiner_shapes.py': ('demo/ssn_shapes.py', {'model': SUBTREE,
+                                                                'custom_hooks': _COMBINER_HOOKS}),
     'demo/ssn_shapes_triplets.py': ('custom/ssn_triplets.py', dict(
         {f'{loader}.{key}': value for loader in ('train_dataloader', 'val_dataloader',
                                                  'test_dataloader')

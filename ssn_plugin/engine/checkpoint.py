@@ -168,13 +168,16 @@ def strip_ddp_prefix(state: dict) -> dict:
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
-def check_checkpoint_fits(model: torch.nn.Module, state: dict) -> None:
+def check_checkpoint_fits(model: torch.nn.Module, state: dict,
+                          new_modules: Sequence[str] = ()) -> None:
     """Refuse a state dict that does not fit ``model``: missing, unexpected or differently
     shaped tensors (mmengine's Runner loads with ``strict=False`` and would only warn, then
-    evaluate or train a partly random model)."""
+    evaluate or train a partly random model). Tensors under the prefixes ``new_modules``
+    (e.g. ``'combiner.'``: what a later training stage adds to an earlier stage's model) may
+    be missing; nothing else."""
     state = strip_ddp_prefix(state)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
+    missing = [k for k in expected if k not in state and not k.startswith(tuple(new_modules))]
     unexpected = [k for k in state if k not in expected]
     shapes = [f'{k} {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} in the model'
               for k, v in expected.items() if k in state and state[k].shape != v.shape]

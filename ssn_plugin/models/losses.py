@@ -135,3 +135,31 @@ class SSNLoss(nn.Module):
                 losses['loss_kl'] = self.kl_weight * kl
                 losses['kl_raw'] = kl.detach()
         return losses
+
+
+@MODELS.register_module()
+class QueryToTargetCELoss(nn.Module):
+    """CLIP4Cir's loss: cross-entropy of ``logit_scale`` x cos(query_i, target_j) with the
+    target of each query as its class, query -> target only (SSNLoss's InfoNCE is symmetric).
+
+    Args:
+        logit_scale (float): Fixed inverse temperature. Defaults to 100 (CLIP4Cir's).
+        gather (bool): In distributed training, over the global batch (as :class:`SSNLoss`).
+            Defaults to False.
+    """
+
+    def __init__(self, logit_scale: float = 100.0, gather: bool = False):
+        super().__init__()
+        self.logit_scale = logit_scale
+        self.gather = gather
+
+    def forward(self, query: torch.Tensor, query_neg: Optional[torch.Tensor],
+                target: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``loss_ce`` from L2-normalised queries and targets [B, D] (``query_neg`` is
+        ignored: one branch)."""
+        if self.gather:
+            query, target = gather_with_grad(query), gather_with_grad(target)
+        with torch.autocast(device_type=target.device.type, enabled=False):
+            logits = scaled_logits(query, target, self.logit_scale)
+            labels = torch.arange(logits.shape[0], device=logits.device)
+            return dict(loss_ce=F.cross_entropy(logits, labels))

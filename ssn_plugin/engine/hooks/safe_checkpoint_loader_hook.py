@@ -1,11 +1,12 @@
 """Load every checkpoint of a run safely, only checkpoints that fit the model, and resume only
 from the current work dir with the optimizer settings the checkpoint was trained with."""
 import os.path as osp
-from typing import Optional
+from typing import Optional, Sequence
 
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.runner import BaseLoop
 
 from ssn_plugin.registry import HOOKS
 from ..checkpoint import check_checkpoint_fits, install_checkpoint_loader
@@ -106,17 +107,25 @@ class SafeCheckpointLoaderHook(Hook):
     Args:
         strict (bool): Refuse a checkpoint with missing, unexpected or differently shaped
             tensors. False lets mmengine load the matching part (it warns). Defaults to True.
+        new_modules (Sequence[str]): Prefixes of tensors that a *training* run's ``load_from``
+            checkpoint may lack: the modules a later stage adds to an earlier stage's model
+            (the Combiner's ``'combiner.'`` on a stage-1 CLIP). A test run or a resume still
+            needs every tensor. Defaults to ().
     """
 
     priority = 'VERY_HIGH'
 
-    def __init__(self, strict: bool = True):
+    def __init__(self, strict: bool = True, new_modules: Sequence[str] = ()):
         self.strict = strict
+        self.new_modules = tuple(new_modules)
         self.resuming = False
+        self.training = False
 
     def before_run(self, runner) -> None:
         install_checkpoint_loader()
         self.resuming = bool(runner._resume)
+        # Runner.train() builds its train loop before this hook; test() leaves it a dict.
+        self.training = isinstance(runner._train_loop, BaseLoop)
         if not self.resuming or runner._load_from is not None:
             return
         found = latest_checkpoint(runner.work_dir)
@@ -135,8 +144,9 @@ class SafeCheckpointLoaderHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.strict:
+            fresh = self.new_modules if self.training and not self.resuming else ()
             check_checkpoint_fits(unwrap_model(runner.model),
-                                  checkpoint.get('state_dict', checkpoint))
+                                  checkpoint.get('state_dict', checkpoint), fresh)
         if not self.resuming:
             return
         info = checkpoint.get('message_hub', {}).get('runtime_info', {})
