@@ -1,7 +1,7 @@
 """Gallery search at scale: every index backend against exact search, in one run.
 
     python benchmarks/bench_index.py               # 100k and 1M x 512, and the demo model
-    python benchmarks/bench_index.py --quick       # a few minutes: three lines
+    python benchmarks/bench_index.py --quick       # about 20 s: three lines
         recall10_faiss=...   (faiss, default settings, 100k x 256)
         speedup_faiss=...    (exact latency / faiss latency, one query, same gallery)
         recall10_milvus=...  (Milvus Lite, 20k x 256)
