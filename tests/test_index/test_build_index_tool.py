@@ -154,3 +154,22 @@ def test_two_process_build_equals_one_process_build(setup, tmp_path):
         assert a.entries == b.entries
         assert np.allclose(a.feats, b.feats, atol=1e-6)
     shutil.rmtree(osp.join(two, 'parts'))
+
+
+def test_an_index_folder_of_a_dataset_gallery_and_of_unreadable_files(setup, tmp_path,
+                                                                      tiny_cirr):
+    config, ckpt, gallery = setup
+    from ssn_plugin.datasets import CIRR
+    dataset = CIRR(tiny_cirr['root'], 'val', pipeline=[], gallery_pipeline=[])
+    retriever = CIRRetriever(config, ckpt, device='cpu')
+    retriever.index(dataset, progress=False, index_dir=str(tmp_path / 'cirr_index'))
+    assert retriever.names == dataset.gallery_names
+    assert retriever.paths == [osp.realpath(e['img_path']) for e in dataset.gallery]
+    with open(osp.join(gallery, 'broken.png'), 'wb') as f:
+        f.write(b'\x89PNG\r\n\x1a\n truncated')
+    with pytest.raises(OSError, match='1 of 10 gallery files cannot be read'):
+        retriever.index(gallery, progress=False, index_dir=str(tmp_path / 'photos'))
+    retriever.index(gallery, progress=False, index_dir=str(tmp_path / 'photos'),
+                    skip_unreadable=True, backend=dict(type='exact', chunk_elems=4))
+    assert list(retriever.skipped) == [osp.realpath(osp.join(gallery, 'broken.png'))]
+    assert len(retriever.names) == 9 and retriever.gallery.backend.chunk_elems == 4

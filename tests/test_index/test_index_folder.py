@@ -308,3 +308,58 @@ def test_milvus_lite_collection_follows_the_folder(tmp_path):
     queries = np.stack([file_feature(p) for p in gallery(images)[1]])
     assert np.array_equal(index.search_ids(queries, 5)[1], exact.search_ids(queries, 5)[1])
     assert index.search(queries[:1], 1)[0][0][0] == '00.png'
+
+
+@pytest.mark.parametrize('factory', ['Flat', 'HNSW16'])
+def test_faiss_catches_up_with_additions_alone_and_removals_alone(tmp_path, factory):
+    """HNSW cannot remove: the backend rebuilds it from the folder."""
+    pytest.importorskip('faiss', reason='the faiss extra is not installed')
+    images = str(tmp_path / 'images')
+    write_files(images, [f'{i:02d}.png' for i in range(9)])
+    root = str(tmp_path / 'index')
+    build(root, images)
+    backend = dict(type='faiss', factory=factory)
+    GalleryIndex.open(root, backend=backend)
+    write_files(images, ['new.png'])  # added only
+    build(root, images)
+    index = GalleryIndex.open(root, backend=backend)
+    new = file_feature(osp.join(images, 'new.png'))[None]
+    assert index.search(new, 1)[0][0][0] == 'new.png'
+    os.remove(osp.join(images, '04.png'))  # removed only
+    build(root, images)
+    index = GalleryIndex.open(root, backend=backend)
+    gone = file_feature(osp.join(images, 'new.png'))  # any query: 04 must not come back
+    names = [n for n, _ in index.search(gone[None], 9)[0]]
+    assert '04.png' not in names and len(names) == 9
+
+
+def test_export_file_names_escapes_and_an_empty_index(tmp_path):
+    images = str(tmp_path / 'images')
+    write_files(images, ['a.png', 'back\\slash.png', 'new\nline.png'])
+    root = str(tmp_path / 'index')
+    build(root, images)
+    out = str(tmp_path / 'export')
+    features, table = IndexFolder(root).open().export(out)
+    assert (features, table) == (osp.join(out, 'features.npy'), osp.join(out, 'table.tsv'))
+    lines = open(table, encoding='utf-8').read().split('\n')
+    assert lines[0] == 'id\tname\tpath'
+    assert [line.split('\t')[1] for line in lines[1:4]] == ['a.png', 'back\\\\slash.png',
+                                                            'new\\nline.png']
+    IndexFolder(root).open().export(out)  # into a folder that exists: replaced
+    for name in os.listdir(images):
+        os.remove(osp.join(images, name))
+    write_files(images, [])
+    folder, _ = build(root, images)  # everything removed
+    features, _ = folder.export(out)
+    empty = np.load(features)
+    assert empty.shape == (0, DIM) and empty.dtype == np.float32
+
+
+def test_search_defaults_to_ten_and_takes_none_for_no_exclusion():
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((30, DIM)).astype(np.float32)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    index = GalleryIndex.from_features(feats, [f'{i}' for i in range(30)])
+    hits = index.search(feats[:2], exclude=[None, ['1']])
+    assert [len(h) for h in hits] == [10, 10]
+    assert hits[0][0][0] == '0' and '1' not in [n for n, _ in hits[1]]

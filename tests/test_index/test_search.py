@@ -192,3 +192,65 @@ def test_milvus_in_memory_index_needs_a_uri():
     pytest.importorskip('pymilvus', reason='the milvus extra is not installed')
     with pytest.raises(ValueError, match='needs a uri'):
         GalleryIndex.from_features(np.eye(2, dtype=np.float32), ['a', 'b'], backend='milvus')
+
+
+def test_faiss_trains_on_a_seeded_sample_of_the_gallery(data):
+    pytest.importorskip('faiss', reason='the faiss extra is not installed')
+    from ssn_plugin.index.backends import FaissBackend
+    gallery, queries = data
+    names = names_of(500)
+    index = GalleryIndex.from_features(gallery, names, backend=dict(
+        type='faiss', factory='IVF4,Flat', train_rows=40, search_params='nprobe=4'))
+    sample = index.backend._training_sample()
+    again = FaissBackend(train_rows=40, seed=0)
+    again.index = index
+    other = FaissBackend(train_rows=40, seed=1)
+    other.index = index
+    assert sample.shape == (40, 24)
+    ids = [index.id_of_name(n) for n in names]
+    rows = {tuple(r) for r in np.round(index.features(ids), 6)}
+    assert all(tuple(r) in rows for r in np.round(sample, 6))  # gallery rows
+    assert len({tuple(r) for r in sample}) == 40  # without repeats
+    assert np.array_equal(again._training_sample(), sample)  # seeded
+    assert not np.array_equal(other._training_sample(), sample)
+    all_rows = FaissBackend(train_rows=500)
+    all_rows.index = index
+    assert np.array_equal(all_rows._training_sample(), gallery)  # no sample when it fits
+    _, found = index.search_ids(queries, 10)  # trained on the sample, every list probed
+    assert np.array_equal(found, brute_force(queries, gallery, 10))
+
+
+def test_faiss_default_settings_are_the_documented_ones():
+    pytest.importorskip('faiss', reason='the faiss extra is not installed')
+    from ssn_plugin.index.backends import FaissBackend
+    assert FaissBackend.auto_factory(19_999) == 'Flat'
+    assert FaissBackend.auto_factory(100_000) == 'IVF1024,Flat'
+    assert FaissBackend.auto_factory(1_000_000) == 'IVF4096,Flat'
+    rng = np.random.default_rng(4)
+    gallery = clustered(rng, 3000, 16)
+    ivf = GalleryIndex.from_features(gallery, names_of(3000),
+                                     backend=dict(type='faiss', factory='IVF256,Flat'))
+    assert ivf.backend.factory_used == 'IVF256,Flat' and ivf.backend.params_used == 'nprobe=16'
+    small = GalleryIndex.from_features(gallery, names_of(3000),
+                                       backend=dict(type='faiss', factory='IVF64,Flat'))
+    assert small.backend.params_used == 'nprobe=8'  # nlist/16 but at least 8
+    hnsw = GalleryIndex.from_features(gallery, names_of(3000),
+                                      backend=dict(type='faiss', factory='HNSW16'))
+    assert hnsw.backend.params_used == 'efSearch=128'
+    auto = GalleryIndex.from_features(gallery, names_of(3000), backend='faiss')
+    assert auto.backend.factory_used == 'Flat' and auto.backend.params_used == ''
+
+
+def test_ann_scores_are_the_cosines_and_short_lists_stay_short():
+    pytest.importorskip('faiss', reason='the faiss extra is not installed')
+    rng = np.random.default_rng(5)
+    gallery = unit_rows(rng, 300, 8)
+    index = GalleryIndex.from_features(gallery, names_of(300), backend=dict(
+        type='faiss', factory='IVF32,Flat', search_params='nprobe=1'))
+    scores, ids = index.search_ids(gallery[:20], 40)  # one list of ~10 rows probed
+    for s_row, i_row, query in zip(scores, ids, gallery[:20]):
+        found = i_row >= 0
+        assert 0 < found.sum() < 40  # fewer than asked: the probed list is short
+        assert np.isneginf(s_row[~found]).all()
+        assert np.allclose(s_row[found], gallery[i_row[found]] @ query, atol=1e-5)
+    assert (ids[:, 0] == np.arange(20)).all() and np.allclose(scores[:, 0], 1.0, atol=1e-5)
