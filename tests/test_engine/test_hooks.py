@@ -52,3 +52,23 @@ def test_feature_cache_refuses_a_random_training_pipeline():
     runner = runner_with([RandomFlip()])
     runner.model = plain
     hook.before_train(runner)
+
+
+def test_freeze_defaults_to_the_second_epoch_and_says_what_it_caches():
+    from unittest import mock
+    assert HOOKS.build(dict(type='FreezeVisionTowerHook')).epoch == 1  # the docstring's default
+    cfg = tiny_ssn_cfg(TINY_CLIP)
+    messages = []
+    for cache in (True, False):
+        cfg['backbone']['feature_cache'] = cache
+        model = MODELS.build(cfg)
+        hook = HOOKS.build(dict(type='FreezeVisionTowerHook', epoch=0))
+        messages.clear()
+        with mock.patch('ssn_plugin.engine.hooks.freeze_vision_tower_hook.print_log',
+                        lambda msg, **kw: messages.append(msg)):
+            hook.before_train_epoch(SimpleNamespace(model=model, epoch=0))
+        assert ('cached per image' in ' '.join(messages)) is cache, messages
+    # With the feature cache, a dataset without a pipeline has nothing random to refuse.
+    cfg['backbone']['feature_cache'] = True
+    hook.before_train(SimpleNamespace(model=MODELS.build(cfg), train_dataloader=SimpleNamespace(
+        dataset=SimpleNamespace())))

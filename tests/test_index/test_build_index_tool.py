@@ -80,6 +80,10 @@ def test_index_features_and_search_are_what_query_batch_does(setup):
     queries = built.encode_queries(refs, texts)
     searched = other.search(queries, topk=4, exclude=[['img2.png'], ['sub/img3.png']])
     assert searched == built.query_batch(refs, texts, topk=4)
+    wide = torch.nn.functional.normalize(torch.randn(12, queries.shape[1]), dim=-1)
+    bigger = CIRRetriever(config, ckpt, device='cpu').index_features(
+        wide, [f'w{i}' for i in range(12)])
+    assert [len(hits) for hits in bigger.search(queries)] == [10, 10]  # the default topk
     with pytest.raises(ValueError, match='NaN or inf'):
         other.index_features(torch.full((2, built.feats.shape[1]), float('nan')), ['a', 'b'])
 
