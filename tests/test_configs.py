@@ -69,6 +69,12 @@ VARIANTS = {
     'demo/clip4cir_stage1_shapes.py': ('demo/ssn_shapes.py', {'model': SUBTREE}),
     'demo/clip4cir_combiner_shapes.py': ('demo/ssn_shapes.py', {'model': SUBTREE,
                                                                 'custom_hooks': _COMBINER_HOOKS}),
+    'demo/ssn_shapes_hard.py': ('demo/ssn_shapes.py', dict(
+        {f'{loader}.dataset.{key}': value for loader in ('train_dataloader', 'val_dataloader',
+                                                         'test_dataloader')
+         for key, value in (('data_root', 'data/shapes_hard'),
+                            ('generator.difficulty', 'hard'))},
+        data_root='data/shapes_hard', **{'generator.difficulty': 'hard'})),
     'demo/ssn_shapes_triplets.py': ('custom/ssn_triplets.py', dict(
         {f'{loader}.{key}': value for loader in ('train_dataloader', 'val_dataloader',
                                                  'test_dataloader')

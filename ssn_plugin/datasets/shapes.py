@@ -126,7 +126,12 @@ def modify(scene: Scene, kind: str, rng: random.Random) -> Optional[Tuple[Scene,
 
 
 def apply_instruction(scene: Scene, text: str) -> Scene:
-    """Parse a generated caption and apply it to ``scene`` (the inverse of the templates)."""
+    """Parse a generated caption and apply it to ``scene`` (the inverse of the templates); the
+    hard variant's two-part captions ("... and ...") part after part."""
+    if ' and ' in text:
+        for part in text.split(' and '):
+            scene = apply_instruction(scene, part)
+        return scene
     words = text.split()
     if words[0] == 'add':
         scale, colour, shape = words[2:5]
@@ -167,14 +172,26 @@ def _image_set(rng: random.Random) -> Tuple[Scene, List[Tuple[Scene, str, str]]]
             return base, variants
 
 
+DIFFICULTIES = ('standard', 'hard')
+
+
 def generate_shapes_dataset(root: str, seed: int = 0, num_train_sets: int = 3000,
                             num_val_sets: int = 500, queries_per_set: int = 2,
-                            image_size: int = 64) -> Dict[str, int]:
+                            image_size: int = 64, difficulty: str = 'standard'
+                            ) -> Dict[str, int]:
     """Write the dataset under ``root`` (CIRR layout). Deterministic for a given seed.
+
+    ``difficulty='hard'`` writes the hard variant (:mod:`ssn_plugin.datasets.shapes_hard`:
+    four or five objects, each image set's variants of one instruction family, two-part
+    instructions), whose instruction types are its families.
 
     Returns:
         dict: number of triplets and images per split.
     """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f'difficulty must be one of {DIFFICULTIES}, got {difficulty!r}')
+    from .shapes_hard import hard_image_set  # it builds on this module's scenes
+    image_set = hard_image_set if difficulty == 'hard' else _image_set
     rng = random.Random(seed)
     scenes: Dict[str, list] = {}
     counts = {}
@@ -183,7 +200,7 @@ def generate_shapes_dataset(root: str, seed: int = 0, num_train_sets: int = 3000
                                                   ('val', 'dev', num_val_sets, 1_000_000)):
         records, rels = [], {}
         for set_id in range(num_sets):
-            base, variants = _image_set(rng)
+            base, variants = image_set(rng)
             members = [(base, None, None)] + variants
             names = [f'{prefix}-{set_id}-{i}-img0' for i in range(6)]
             for name, (scene, _, _) in zip(names, members):

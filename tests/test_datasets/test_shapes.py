@@ -67,3 +67,96 @@ def test_shapes_dataset_generates_on_first_use(tmp_path):
     mtime = os.path.getmtime(osp.join(root, 'shapes_scenes.json'))
     ShapesCIRR(root, 'train', generator=dict(seed=1, **SMALL))  # reuses the files
     assert os.path.getmtime(osp.join(root, 'shapes_scenes.json')) == mtime
+
+
+# ---------------------------------------------------------------- the hard variant
+@pytest.fixture(scope='module')
+def hard_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('shapes_hard') / 'data')
+    counts = generate_shapes_dataset(root, seed=5, difficulty='hard', **SMALL)
+    assert counts == dict(train_triplets=40, train_images=120, val_triplets=20, val_images=60)
+    return root
+
+
+def hard_records(root, split='val'):
+    scenes = json.load(open(osp.join(root, 'shapes_scenes.json')))
+    records = json.load(open(osp.join(root, 'cirr', 'captions', f'cap.rc2.{split}.json')))
+    return {name: tuple(tuple(o) for o in scene) for name, scene in scenes.items()}, records
+
+
+def test_hard_sets_are_one_family_of_near_misses(hard_root):
+    from ssn_plugin.datasets.shapes_hard import HARD_FAMILIES
+    scenes, records = hard_records(hard_root)
+    families = set()
+    for record in records:
+        ref, tgt = scenes[record['reference']], scenes[record['target_hard']]
+        assert apply_instruction(ref, record['caption']) == tgt, record['caption']
+        assert 4 <= len(ref) <= 5
+        family = record['instruction_type']
+        families.add(family)
+        assert family in HARD_FAMILIES
+        assert record['caption'].count(' and ') == family.count('+')
+        members = [scenes[m] for m in record['img_set']['members']]
+        assert len(set(members)) == 6
+        # Every non-reference member differs from the reference as much as the target does
+        # (the same number of objects changed): the image alone cannot pick the target.
+        changed = lambda s: len(set(s) ^ set(ref))  # noqa: E731
+        others = [m for m in members if m != ref]
+        assert len({changed(m) for m in others}) <= 2
+    assert len(families) >= 3
+    with pytest.raises(ValueError, match="difficulty must be one of"):
+        generate_shapes_dataset(str(hard_root) + '_x', difficulty='extreme', **SMALL)
+
+
+def satisfies(scene, caption):
+    """What a caption says of its result, checked on a scene without its reference: a removed
+    object is absent (unless a later part makes one of that name again), a changed one present
+    with its new colour, shape or size."""
+    parts = [part.split() for part in caption.split(' and ')]
+
+    def made(words):  # the (shape, colour) a part leaves in the scene
+        if words[0] == 'turn':
+            return words[-1], words[2]
+        if words[0] == 'make' and words[-1] not in ('small', 'large'):
+            return words[3], words[-1]
+        return None
+
+    objects = {(o[0], o[1], o[2]) for o in scene}
+    for i, words in enumerate(parts):
+        colour, shape = words[2], words[3]
+        if words[0] == 'remove':
+            if (shape, colour) in {made(w) for w in parts[i + 1:]}:
+                continue
+            ok = not any(o[:2] == (shape, colour) for o in objects)
+        elif words[-1] in ('small', 'large'):
+            ok = any(o == (shape, colour, words[-1]) for o in objects)
+        else:
+            ok = any(o[:2] == made(words) for o in objects)
+        if not ok:
+            return False
+    return True
+
+
+def test_hard_sets_need_both_the_image_and_the_text(hard_root):
+    """Oracle scorers on the true scenes. Ignoring the text: among the img_set, the members
+    closest to the reference (fewest objects changed) are all equally close, so the target is
+    a draw among ties. Ignoring the reference: in the gallery, every image that shows what the
+    caption asks for is as good as the target. Both are far below applying the caption to the
+    reference, which finds the target every time (the first test)."""
+    scenes, records = hard_records(hard_root)
+    gallery = list(scenes)
+    image_only = text_only = 0.0
+    for record in records:
+        ref = scenes[record['reference']]
+        members = [m for m in record['img_set']['members'] if m != record['reference']]
+        distance = {m: len(set(scenes[m]) ^ set(ref)) for m in members}
+        tied = [m for m in members if distance[m] == min(distance.values())]
+        image_only += (record['target_hard'] in tied) / len(tied)
+        fits = [g for g in gallery if g != record['reference'] and
+                g.startswith('dev') and satisfies(scenes[g], record['caption'])]
+        assert record['target_hard'] in fits
+        text_only += 1 / len(fits)
+    image_only, text_only = image_only / len(records), text_only / len(records)
+    print(f'expected Recall@1: image only {image_only:.2f} (img_set), '
+          f'text only {text_only:.2f} (gallery of 60)')
+    assert image_only <= 0.3 and text_only <= 0.3
