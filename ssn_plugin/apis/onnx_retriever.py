@@ -162,6 +162,4 @@ class OnnxRetriever:
                                          'text_tokens': self.tokens([text])})[0]
         exclude = [[gallery.id_of_path(image)]] if exclude_reference and \
             isinstance(image, str) else None
-        scores, ids = gallery.search_ids(query, topk, exclude)
-        return [(gallery.entry(int(g))[0], float(s)) for s, g in zip(scores[0], ids[0])
-                if g >= 0]
+        return gallery.hits(*gallery.search_ids(query, topk, exclude))[0]

@@ -448,9 +448,7 @@ class CIRRetriever:
         queries = self.encode_queries(images, texts).numpy()
         exclude = [[gallery.id_of_path(img)] if exclude_reference and isinstance(img, str)
                    else None for img in images]
-        scores, ids = gallery.search_ids(queries, topk, exclude)
-        return [[(gallery.entry(int(g))[0], float(s)) for s, g in zip(srow, irow) if g >= 0]
-                for srow, irow in zip(scores, ids)]
+        return gallery.hits(*gallery.search_ids(queries, topk, exclude))
 
     def query(self, image: Union[str, Image.Image], text: str, topk: int = 10,
               exclude_reference: bool = True) -> List[Tuple[str, float]]:

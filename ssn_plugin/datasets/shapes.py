@@ -77,9 +77,10 @@ def render(scene: Scene, size: int = 64) -> Image.Image:
     return image
 
 
-def random_scene(rng: random.Random) -> Scene:
+def random_scene(rng: random.Random, fewest: int = 1, most: int = 3) -> Scene:
+    """A scene of ``fewest`` to ``most`` objects, each named uniquely."""
     while True:
-        slots = rng.sample(SLOTS, rng.randint(1, 3))
+        slots = rng.sample(SLOTS, rng.randint(fewest, most))
         scene = _scene((rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(SIZES)),
                         slot) for slot in slots)
         if _unambiguous(scene):

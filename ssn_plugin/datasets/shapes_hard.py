@@ -19,50 +19,16 @@ scene, which the gallery's other image sets supply in thousands.
 import random
 from typing import List, Optional, Tuple
 
-from .shapes import (COLOURS, SHAPES, SIZES, SLOTS, Scene, _name, _scene, _unambiguous)
+from .shapes import Scene, modify, random_scene
 
 HARD_FAMILIES = ('remove', 'colour', 'shape', 'size', 'remove+colour', 'colour+shape')
-
-
-def _hard_base(rng: random.Random) -> Scene:
-    while True:
-        slots = rng.sample(SLOTS, rng.randint(4, 5))
-        scene = _scene((rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(SIZES)),
-                        slot) for slot in slots)
-        if _unambiguous(scene):
-            return scene
-
-
-def _edit(scene: Scene, kind: str, rng: random.Random) -> Optional[Tuple[Scene, str]]:
-    """One edit of ``kind`` on a random object of ``scene``: (new scene, its words), or None
-    when the result would name two objects alike."""
-    objects = list(scene)
-    old = rng.choice(objects)
-    if kind == 'remove':
-        if len(objects) < 2:
-            return None
-        return _scene(o for o in objects if o != old), f'remove the {_name(old)}'
-    shape, colour, scale, slot = old
-    if kind == 'colour':
-        colour = rng.choice([c for c in COLOURS if c != colour])
-        text = f'make the {_name(old)} {colour}'
-    elif kind == 'shape':
-        shape = rng.choice([s for s in SHAPES if s != shape])
-        text = f'turn the {_name(old)} into a {shape}'
-    elif kind == 'size':
-        scale = 'large' if scale == 'small' else 'small'
-        text = f'make the {_name(old)} {scale}'
-    else:
-        raise ValueError(f'unknown edit {kind!r}')
-    result = _scene([o for o in objects if o != old] + [(shape, colour, scale, slot)])
-    return (result, text) if _unambiguous(result) else None
 
 
 def _variant(base: Scene, family: str, rng: random.Random) -> Optional[Tuple[Scene, str]]:
     """A variant of ``base`` by an instruction of ``family`` (parts joined by 'and')."""
     scene, words = base, []
     for kind in family.split('+'):
-        out = _edit(scene, kind, rng)
+        out = modify(scene, kind, rng)
         if out is None:
             return None
         scene, text = out
@@ -74,7 +40,7 @@ def hard_image_set(rng: random.Random) -> Tuple[Scene, List[Tuple[Scene, str, st
     """A base scene and five distinct variants of one instruction family (the family is the
     variants' instruction type)."""
     while True:
-        base = _hard_base(rng)
+        base = random_scene(rng, fewest=4, most=5)
         family = rng.choice(HARD_FAMILIES)
         variants, seen = [], {base}
         for _ in range(60):

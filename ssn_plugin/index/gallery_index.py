@@ -142,6 +142,9 @@ class GalleryIndex:
         (gallery names, or None) left out of query i's list."""
         exclude_ids = None if exclude is None else [
             [] if names is None else [self.id_of_name(n) for n in names] for names in exclude]
-        scores, ids = self.search_ids(queries, topk, exclude_ids)
+        return self.hits(*self.search_ids(queries, topk, exclude_ids))
+
+    def hits(self, scores: np.ndarray, ids: np.ndarray) -> List[Hits]:
+        """``search_ids``'s arrays as ``(name, score)`` lists (the -1 padding left out)."""
         return [[(self.entry(int(g))[0], float(s)) for s, g in zip(srow, irow) if g >= 0]
                 for srow, irow in zip(scores, ids)]
