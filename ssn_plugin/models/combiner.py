@@ -1,20 +1,18 @@
 """CLIP4Cir's Combiner (Baldrati et al., "Conditioned and composed image retrieval combining and
 partially fine-tuning CLIP-based features", CVPR-W 2022): SSN's parent, which composes the
 reference image and the text in one learned step, on CLIP's pooled embeddings."""
-import copy
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from mmengine.structures import BaseDataElement
 from torch import nn
 
 from ssn_plugin.registry import MODELS
-from .base import BaseCIRModel
+from .clip_baseline import CLIPBaseline
 
 
 @MODELS.register_module()
-class Combiner(BaseCIRModel):
+class Combiner(CLIPBaseline):
     """The Combiner on a frozen CLIP (CLIP4Cir's second stage).
 
     With v and t CLIP's raw (unnormalised) image and text embeddings of width D:
@@ -55,7 +53,11 @@ class Combiner(BaseCIRModel):
                  loss: Optional[dict] = None,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
-        super().__init__(backbone, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        # CLIPBaseline's query, gallery and loss paths, with the learned composition below
+        # in place of its sum (its raw embeddings go in).
+        super().__init__(backbone, mode='sum', combine='raw',
+                         loss=dict(type='QueryToTargetCELoss') if loss is None else loss,
+                         data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         width = self.clip.embed_dim
         projection_dim = projection_dim or 4 * width
         hidden_dim = hidden_dim or 8 * width
@@ -68,15 +70,13 @@ class Combiner(BaseCIRModel):
             scalar_hidden=nn.Linear(2 * projection_dim, hidden_dim),
             scalar_out=nn.Linear(hidden_dim, 1)))
         self.dropout = nn.Dropout(dropout)
-        self.loss_module = MODELS.build(
-            dict(type='QueryToTargetCELoss') if loss is None else copy.deepcopy(loss))
 
     def train(self, mode: bool = True) -> 'Combiner':
         super().train(mode)
         self.clip.eval()  # frozen: no dropout or batch statistics of CLIP change
         return self
 
-    def combine(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def compose(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """The query from raw image and text embeddings [B, D] (the class docstring's
         equations)."""
         layers, drop = self.combiner, self.dropout
@@ -88,32 +88,7 @@ class Combiner(BaseCIRModel):
         output = layers['output_layer'](hidden) + scalar * text + (1 - scalar) * image
         return F.normalize(output, dim=-1)
 
-    def _raw_image(self, images: torch.Tensor,
-                   image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
-        return self.clip.encode_image(images, image_keys)[0].float()
-
-    def query_features(self, ref_img: torch.Tensor, texts: Sequence[str],
-                       image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
-        if ref_img.shape[0] != len(texts):
-            raise ValueError(f'{ref_img.shape[0]} reference images but {len(texts)} captions')
-        return self.combine(self._raw_image(ref_img, image_keys),
-                            self.clip.encode_text(texts)[0].float())
-
-    def query_features_from_tokens(self, ref_img: torch.Tensor, tokens: torch.Tensor
-                                   ) -> torch.Tensor:
-        """The query from token ids [B, L] (0-padded; the exported query composer)."""
-        text = self.clip.encode_tokens(tokens, self.clip.padding_mask(tokens))[0].float()
-        return self.combine(self._raw_image(ref_img), text)
-
-    def gallery_features(self, images: torch.Tensor,
-                         image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
-        return F.normalize(self._raw_image(images, image_keys), dim=-1)
-
-    def loss(self, inputs: Dict[str, torch.Tensor],
-             data_samples: List[BaseDataElement]) -> Dict[str, torch.Tensor]:
-        query = self.query_features(inputs['ref_img'], self._texts(data_samples),
-                                    self._image_keys(data_samples, 'ref_img_path'))
-        with torch.no_grad():
-            target = self.gallery_features(inputs['tgt_img'],
-                                           self._image_keys(data_samples, 'tgt_img_path'))
-        return self.loss_module(query, None, target)
+    def _combine(self, ref_img: torch.Tensor, text_embedding,
+                 image_keys: Optional[Sequence[str]] = None) -> torch.Tensor:
+        return self.compose(self._raw_image_embedding(ref_img, image_keys),
+                            text_embedding().float())
