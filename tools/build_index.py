@@ -21,7 +21,7 @@ import torch.distributed as torch_dist
 
 from ssn_plugin.apis import CIRRetriever
 from ssn_plugin.apis.retriever import gallery_files, unreadable_gallery
-from ssn_plugin.cli import parse_backend
+from ssn_plugin.cli import parse_backend, shutdown_process_group
 from ssn_plugin.index import GalleryIndex, IndexFolder
 from ssn_plugin.index.folder import DEFAULT_SHARD_ROWS, DTYPES
 
@@ -74,8 +74,7 @@ def main(argv=None):
     report = retriever.update_index_folder(args.out, names, paths, dtype=args.dtype,
                                            shard_rows=args.shard_rows, rank=rank,
                                            world_size=world, barrier=barrier)
-    if world > 1:
-        torch_dist.destroy_process_group()
+    shutdown_process_group()  # a barrier first: gloo may abort a rank that exits early
     if rank != 0:
         return report
     print(f'\n{args.out}: {report["rows"]} images; {report["encoded"] + report["reused"]} '

@@ -16,7 +16,8 @@ from PIL import Image
 from ssn_plugin.datasets.image_io import as_rgb_image, read_image
 from .onnx_export import import_onnxruntime
 from ssn_plugin.index import GalleryIndex
-from .retriever import check_queries, gallery_files, unique_files, unreadable_gallery
+from .retriever import (IndexedGallery, check_queries, gallery_files, unique_files,
+                        unreadable_gallery)
 
 
 def resize_crop(image: Image.Image, height: int, width: int) -> Image.Image:
@@ -33,7 +34,7 @@ def resize_crop(image: Image.Image, height: int, width: int) -> Image.Image:
     return image.crop((left, top, left + width, top + height))
 
 
-class OnnxRetriever:
+class OnnxRetriever(IndexedGallery):
     """Index a gallery and answer composed queries with the two exported graphs.
 
     Args:
@@ -127,31 +128,11 @@ class OnnxRetriever:
         self.gallery = GalleryIndex.open(index_dir, self.model_digest, backend)
         return self
 
-    def _require_index(self) -> GalleryIndex:
-        if self.gallery is None:
-            raise RuntimeError('no gallery indexed: call index() or load_index() first')
-        return self.gallery
-
-    @property
-    def names(self) -> List[str]:
-        return [] if self.gallery is None else self.gallery.names
-
-    @property
-    def paths(self) -> List[str]:
-        return [] if self.gallery is None else self.gallery.paths
-
     @property
     def feats(self) -> np.ndarray:
         """The gallery features [G, D] float32, in index order."""
         gallery = self._require_index()
         return gallery.features(gallery.ids)
-
-    def path_of(self, name: str) -> str:
-        """The image file of a gallery name."""
-        gallery_id = self._require_index().id_of_name(name)
-        if gallery_id < 0:
-            raise KeyError(f'{name!r} is not in the gallery')
-        return self.gallery.entry(gallery_id)[1]
 
     def query(self, image: Union[str, Image.Image], text: str, topk: int = 10,
               exclude_reference: bool = True) -> List[Tuple[str, float]]:

@@ -119,7 +119,36 @@ def check_queries(images: Sequence, texts: Sequence, topk) -> None:
                          'text per image')
 
 
-class CIRRetriever:
+class IndexedGallery:
+    """What both retrievers (PyTorch and ONNX) keep of their gallery: a
+    :class:`~ssn_plugin.index.GalleryIndex` (None before indexing) and its names and paths."""
+
+    gallery: Optional[GalleryIndex] = None
+
+    def _require_index(self) -> GalleryIndex:
+        if self.gallery is None:
+            raise RuntimeError('no gallery indexed: call index() or load_index() first')
+        return self.gallery
+
+    @property
+    def names(self) -> List[str]:
+        """Gallery names, in index order (empty before indexing)."""
+        return [] if self.gallery is None else self.gallery.names
+
+    @property
+    def paths(self) -> List[str]:
+        """Real paths of the gallery files, in index order."""
+        return [] if self.gallery is None else self.gallery.paths
+
+    def path_of(self, name: str) -> str:
+        """The image file of a gallery name."""
+        gallery_id = self._require_index().id_of_name(name)
+        if gallery_id < 0:
+            raise KeyError(f'{name!r} is not in the gallery')
+        return self.gallery.entry(gallery_id)[1]
+
+
+class CIRRetriever(IndexedGallery):
     """Index a gallery with SSN's gallery encoder and answer composed queries.
 
     The features are exactly those of the evaluation path: gallery images go through the
@@ -288,15 +317,12 @@ class CIRRetriever:
         if index_dir is not None:
             return self._index_folder(images, index_dir, backend, dtype, shard_rows, progress,
                                       skip_unreadable)
-        if isinstance(images, BaseCIRDataset):
-            names = images.gallery_names
-            paths = [entry['img_path'] for entry in images.gallery]
-            if images.image_cache and images.gallery_pipeline:
-                feats = self.encode_dataset_gallery(images, progress)
-                return self.index_features(feats, names, [osp.realpath(p) for p in paths],
-                                           backend=backend)
-        else:
-            names, paths = gallery_files(images)
+        names, paths = self._gallery_files(images)
+        if isinstance(images, BaseCIRDataset) and images.image_cache and \
+                images.gallery_pipeline:
+            feats = self.encode_dataset_gallery(images, progress)
+            return self.index_features(feats, names, [osp.realpath(p) for p in paths],
+                                       backend=backend)
         failures: dict = {}
         feats = self.encode_images(paths, progress=progress, failures=failures)
         if failures and not skip_unreadable:
@@ -308,6 +334,14 @@ class CIRRetriever:
                              'can be read')
         return self.index_features(feats, [n for n, _ in kept], [p for _, p in kept],
                                    stamps=[file_stamp(p) for _, p in kept], backend=backend)
+
+    @staticmethod
+    def _gallery_files(images: Union[str, Sequence[str], BaseCIRDataset]):
+        """Names and paths of a gallery: a CIR dataset's, in its order, or
+        :func:`gallery_files`' of a folder or a list."""
+        if isinstance(images, BaseCIRDataset):
+            return images.gallery_names, [entry['img_path'] for entry in images.gallery]
+        return gallery_files(images)
 
     def index_features(self, feats, names: Sequence[str], paths: Optional[Sequence[str]] = None,
                        stamps: Optional[Sequence] = None, backend: Backend = 'exact',
@@ -323,11 +357,7 @@ class CIRRetriever:
     def _index_folder(self, images, index_dir: str, backend: Backend, dtype: str,
                       shard_rows: int, progress: bool, skip_unreadable: bool
                       ) -> 'CIRRetriever':
-        if isinstance(images, BaseCIRDataset):
-            names = images.gallery_names
-            paths = [entry['img_path'] for entry in images.gallery]
-        else:
-            names, paths = gallery_files(images)
+        names, paths = self._gallery_files(images)
         report = self.update_index_folder(index_dir, names, paths, dtype=dtype,
                                           shard_rows=shard_rows, progress=progress)
         if report['failures'] and not skip_unreadable:
@@ -400,21 +430,6 @@ class CIRRetriever:
         return self.index_features(content['feats'], content['names'], content['paths'],
                                    content['stamps'], backend=backend)
 
-    def _require_index(self) -> GalleryIndex:
-        if self.gallery is None:
-            raise RuntimeError('no gallery indexed: call index() or load_index() first')
-        return self.gallery
-
-    @property
-    def names(self) -> List[str]:
-        """Gallery names, in index order (empty before indexing)."""
-        return [] if self.gallery is None else self.gallery.names
-
-    @property
-    def paths(self) -> List[str]:
-        """Real paths of the gallery files, in index order."""
-        return [] if self.gallery is None else self.gallery.paths
-
     @property
     def feats(self) -> Optional[torch.Tensor]:
         """The gallery features [G, D] float32, in index order (None before indexing)."""
@@ -454,10 +469,3 @@ class CIRRetriever:
               exclude_reference: bool = True) -> List[Tuple[str, float]]:
         """Top-k ``(name, cosine score)`` for one reference image and text."""
         return self.query_batch([image], [text], topk, exclude_reference)[0]
-
-    def path_of(self, name: str) -> str:
-        """The image file of a gallery name."""
-        gallery_id = self._require_index().id_of_name(name)
-        if gallery_id < 0:
-            raise KeyError(f'{name!r} is not in the gallery')
-        return self.gallery.entry(gallery_id)[1]

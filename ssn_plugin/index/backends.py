@@ -22,6 +22,8 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
+from .folder import write_atomic
+
 Result = Tuple[np.ndarray, np.ndarray]
 
 
@@ -68,10 +70,22 @@ def _alive_rows(shard):
 
 
 def _save_json(path: str, content: dict) -> None:
-    tmp = f'{path}.tmp.{os.getpid()}'
-    with open(tmp, 'w') as f:
-        json.dump(content, f)
-    os.replace(tmp, path)
+    text = json.dumps(content).encode()
+    write_atomic(path, lambda f: f.write(text))
+
+
+def _synced(index) -> dict:
+    """What a backend's saved state records of the folder it holds: the shards and how many
+    removals it has applied."""
+    return dict(shards=[s.name for s in index.shards],
+                removed_count=len(index.folder.manifest['removed']))
+
+
+def _changes_since(index, state: dict):
+    """The ids removed and the shards added since ``state`` (:func:`_synced`) was saved."""
+    removed = index.folder.manifest['removed'][state['removed_count']:]
+    synced = set(state['shards'])
+    return removed, [s for s in index.shards if s.name not in synced]
 
 
 def _load_json(path: str) -> Optional[dict]:
@@ -247,9 +261,7 @@ class FaissBackend(SearchBackend):
     def _catch_up(self, state: dict) -> bool:
         """Add the shards and remove the rows committed since the index was saved; an index
         that cannot remove (HNSW) is rebuilt. Returns whether anything changed."""
-        folder = self.index.folder
-        removed = folder.manifest['removed'][state['removed_count']:]
-        new = [s for s in self.index.shards if s.name not in set(state['shards'])]
+        removed, new = _changes_since(self.index, state)
         if not removed and not new:
             return False
         if removed:
@@ -266,9 +278,7 @@ class FaissBackend(SearchBackend):
         tmp = f'{index_path}.tmp.{os.getpid()}'
         self.faiss.write_index(self.faiss_index, tmp)
         os.replace(tmp, index_path)
-        folder = self.index.folder
-        _save_json(state_path, dict(factory=factory, shards=[s.name for s in self.index.shards],
-                                    removed_count=len(folder.manifest['removed'])))
+        _save_json(state_path, dict(factory=factory, **_synced(self.index)))
 
     def search(self, queries: np.ndarray, k: int) -> Result:
         scores, ids = self.faiss_index.search(queries, k)
@@ -327,9 +337,7 @@ class MilvusBackend(SearchBackend):
         if changed:
             self._settle()
         if state_path and changed:
-            removed = len(folder.manifest['removed'])
-            _save_json(state_path, dict(wanted, shards=[s.name for s in index.shards],
-                                        removed_count=removed, rows=self._row_count()))
+            _save_json(state_path, dict(wanted, **_synced(index), rows=self._row_count()))
 
     def _create(self) -> None:
         if self.client.has_collection(self.collection):
@@ -362,9 +370,7 @@ class MilvusBackend(SearchBackend):
                 for i, v in zip(ids[start:start + self.batch_rows], vectors)])
 
     def _catch_up(self, state: dict) -> bool:
-        folder = self.index.folder
-        removed = folder.manifest['removed'][state['removed_count']:]
-        new = [s for s in self.index.shards if s.name not in set(state['shards'])]
+        removed, new = _changes_since(self.index, state)
         if removed:
             self.client.delete(self.collection, ids=[int(i) for i in removed])
         for shard in new:

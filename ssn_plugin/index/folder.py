@@ -38,7 +38,7 @@ class IndexFolderError(ValueError):
     """An index folder that is damaged, of another model or of another format."""
 
 
-def _write_atomic(path: str, write: Callable) -> None:
+def write_atomic(path: str, write: Callable) -> None:
     """``write(file)`` into ``path`` through a temporary file that is flushed and renamed."""
     tmp = f'{path}.tmp.{os.getpid()}'
     with open(tmp, 'wb') as f:
@@ -51,7 +51,7 @@ def _write_atomic(path: str, write: Callable) -> None:
 def _write_rows(path: str, entries: Sequence[Tuple[str, str, Sequence[int]]]) -> None:
     lines = ''.join(json.dumps([name, path_, int(stamp[0]), int(stamp[1])]) + '\n'
                     for name, path_, stamp in entries)
-    _write_atomic(path, lambda f: f.write(lines.encode()))
+    write_atomic(path, lambda f: f.write(lines.encode()))
 
 
 def _read_rows(path: str) -> List[Tuple[str, str, List[int]]]:
@@ -164,7 +164,7 @@ class IndexFolder:
 
     def _save_manifest(self) -> None:
         text = json.dumps(self.manifest, indent=1).encode()
-        _write_atomic(self._path(MANIFEST), lambda f: f.write(text))
+        write_atomic(self._path(MANIFEST), lambda f: f.write(text))
 
     @property
     def dim(self) -> int:
@@ -231,9 +231,9 @@ class IndexFolder:
         stem = self.part_stem(chunk)
         if osp.exists(stem + '.jsonl'):  # a stale part of this number is incomplete from now
             os.remove(stem + '.jsonl')
-        _write_atomic(stem + '.npy', lambda f: np.save(f, feats))
+        write_atomic(stem + '.npy', lambda f: np.save(f, feats))
         failed = json.dumps(dict(failures or {})).encode()
-        _write_atomic(stem + '.failed.json', lambda f: f.write(failed))
+        write_atomic(stem + '.failed.json', lambda f: f.write(failed))
         _write_rows(stem + '.jsonl', entries)
 
     def read_part(self, chunk: int
@@ -288,8 +288,8 @@ class IndexFolder:
                 lines.append(f'{shard.base + int(row)}\t{_tsv(name)}\t{_tsv(real)}\n')
         matrix = np.concatenate(feats) if feats else np.zeros((0, self.dim), np.float32)
         features, table = osp.join(out, 'features.npy'), osp.join(out, 'table.tsv')
-        _write_atomic(features, lambda f: np.save(f, matrix))
-        _write_atomic(table, lambda f: f.write(''.join(lines).encode()))
+        write_atomic(features, lambda f: np.save(f, matrix))
+        write_atomic(table, lambda f: f.write(''.join(lines).encode()))
         return features, table
 
 

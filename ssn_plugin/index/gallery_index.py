@@ -101,11 +101,13 @@ class GalleryIndex:
 
     def features(self, ids: Sequence[int]) -> np.ndarray:
         """float32 features of row ids (for re-scoring and tests)."""
-        rows = []
-        for gallery_id in ids:
-            shard = self.shards[bisect.bisect_right(self._bases, int(gallery_id)) - 1]
-            rows.append(np.asarray(shard.feats[int(gallery_id) - shard.base], np.float32))
-        return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
+        ids = np.asarray(ids, np.int64)
+        out = np.empty((len(ids), self.dim), np.float32)
+        which = np.searchsorted(self._bases, ids, side='right') - 1  # each id's shard
+        for number in np.unique(which):
+            shard, rows = self.shards[number], which == number
+            out[rows] = shard.feats[ids[rows] - shard.base]  # one gather per shard
+        return out
 
     # ------------------------------------------------------------------ search
     def search_ids(self, queries, topk: int, exclude: Optional[Sequence] = None
