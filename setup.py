@@ -37,6 +37,7 @@ setup(
     extras_require={'tests': read_requirements('tests.txt'),
                     'demo': read_requirements('demo.txt'),
                     'export': read_requirements('export.txt'),
+                    'serve': read_requirements('serve.txt'),
                     'faiss': read_requirements('faiss.txt'),
                     'milvus': read_requirements('milvus.txt'),
                     'mutation': read_requirements('mutation.txt')},

@@ -22,7 +22,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_data import write_photos  # noqa: E402
 from ssn_plugin.datasets import CLIPResizeCrop, LoadCIRImages  # noqa: E402
-from ssn_plugin.datasets.image_cache import file_stamp, file_digest  # noqa: E402
+from ssn_plugin.datasets.image_cache import file_digest  # noqa: E402
+from ssn_plugin.image_io import file_stamp  # noqa: E402
 
 
 def per_image(fn, paths, repeats: int) -> float:

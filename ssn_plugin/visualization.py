@@ -1,14 +1,14 @@
 """Retrieval pictures: the query (reference + text) and its top-k results in one image.
 
 Used by the metrics (``tools/test.py --show-dir``) and by :mod:`ssn_plugin.apis`; of ssn_plugin
-it imports only the image loader (:mod:`ssn_plugin.datasets.image_io`), so both can import it.
+it imports only the image loader (:mod:`ssn_plugin.image_io`), so both can import it.
 """
 import textwrap
 from typing import Optional, Sequence, Tuple, Union
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from ssn_plugin.datasets.image_io import as_rgb_image
+from ssn_plugin.image_io import as_rgb_image
 
 QUERY_COLOUR = (52, 101, 164)
 TRUTH_COLOUR = (46, 160, 67)

@@ -20,8 +20,9 @@ import torch
 import torch.distributed as torch_dist
 
 from ssn_plugin.apis import CIRRetriever
-from ssn_plugin.apis.retriever import gallery_files, unreadable_gallery
-from ssn_plugin.cli import parse_backend, shutdown_process_group
+from ssn_plugin.apis.gallery import gallery_files, unreadable_gallery
+from ssn_plugin.cli import shutdown_process_group
+from ssn_plugin.index import parse_backend
 from ssn_plugin.index import GalleryIndex, IndexFolder
 from ssn_plugin.index.folder import DEFAULT_SHARD_ROWS, DTYPES
 

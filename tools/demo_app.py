@@ -6,7 +6,8 @@
     python tools/demo_app.py --onnx DIR --index INDEX_DIR  # ... over an index folder
 
 Needs the demo extra: pip install -e ".[demo]" (and ".[export]" for --onnx, which serves the
-exported graphs with ONNX Runtime instead of the PyTorch model). The page listens on 127.0.0.1
+exported graphs with ONNX Runtime instead of the PyTorch model; with --onnx the page runs
+without torch, open_clip or mmengine installed: README, "Export to ONNX"). The page listens on 127.0.0.1
 unless --host says otherwise, and serves only pictures it makes (thumbnails), never files from
 disk. A gallery that cannot be indexed (no images, an index built by other weights or not
 matching its files) still opens the page, which shows why; unreadable gallery files are listed
@@ -16,9 +17,9 @@ import argparse
 import os.path as osp
 import time
 
-from ssn_plugin.apis import CIRRetriever, OnnxRetriever
+from ssn_plugin.apis import OnnxRetriever
 from ssn_plugin.apis.web_demo import DemoSession, build_app
-from ssn_plugin.cli import parse_backend
+from ssn_plugin.index import parse_backend
 
 
 def parse_args(argv=None):
@@ -60,6 +61,7 @@ def make_session(args) -> DemoSession:
     if getattr(args, 'onnx', None):  # sessions built from a plain Namespace have none
         retriever = OnnxRetriever(args.onnx, batch_size=args.batch_size)
     else:
+        from ssn_plugin.apis import CIRRetriever  # torch and mmengine: not for --onnx
         retriever = CIRRetriever(args.config, args.checkpoint, device=args.device,
                                  batch_size=args.batch_size)
     start = time.perf_counter()

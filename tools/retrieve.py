@@ -13,7 +13,7 @@ import argparse
 from prettytable import PrettyTable
 
 from ssn_plugin.apis import CIRRetriever, draw_retrieval_grid
-from ssn_plugin.cli import parse_backend
+from ssn_plugin.index import parse_backend
 
 
 def parse_args(argv=None):

@@ -5,24 +5,34 @@ does) -> ``feature`` [N, D], equal to ``model.gallery_features``.
 ``query_composer.onnx``: ``image`` (the same) and ``text_tokens`` int64 [N, L] (the 0-padded ids
 of ``OpenCLIPBackbone.tokenize``, any L up to the context length) -> ``query`` [N, D], equal to
 ``model.query_features`` (SSN's q+ branch); the padding mask is derived from the tokens inside
-the graph. ``export.json`` says what a serving process needs to feed them.
+the graph. ``export.json`` says what a serving process needs to feed them, and the BPE merges
+file of the tokenizer is copied next to them, so that serving needs neither torch nor open_clip
+(:class:`~ssn_plugin.apis.clip_tokenizer.ClipTokenizer`).
 """
-import hashlib
 import json
 import os
 import os.path as osp
-from typing import Dict, Optional, Sequence
+import shutil
+from typing import Dict, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ssn_plugin.version import __version__
+from .clip_tokenizer import ClipTokenizer, file_sha256
+from .onnx_retriever import import_onnxruntime
 from .retriever import weights_digest
 
 #: The largest difference from PyTorch an exported graph may show on the check inputs.
 EXPORT_TOLERANCE = 1e-4
 CHECK_TEXTS = ('make it red', 'remove the dog and add two cats on the left, bigger', 'x')
+#: Captions the shipped tokenizer must tokenize exactly as the model's: entities, accents,
+#: mojibake, scripts without spaces, emoji, digits, contractions, specials, one too long.
+TOKENIZER_CHECK_TEXTS = CHECK_TEXTS + (
+    'Make it RED &amp; remove the dog!!', '  naïve café — 12,345 Ünïcödé ', 'Ã©tÃ© mojibake',
+    '中文字符 and emoji 🐶🐱', "don't, it's, we'll", '<end_of_text> inside', '', 'word ' * 100)
 
 
 class GalleryEncoder(nn.Module):
@@ -52,22 +62,23 @@ class QueryComposer(nn.Module):
         return self.model.query_features_from_tokens(image, tokens)
 
 
-def import_onnxruntime():
-    """onnxruntime, or an error saying which install provides it."""
-    try:
-        import onnxruntime
-    except ImportError as err:
-        raise ImportError('ONNX export and serving need the export extra: '
-                          'pip install -e ".[export]" (onnx, onnxruntime)') from err
-    return onnxruntime
+def checked_tokenizer(model: nn.Module) -> Tuple[dict, ClipTokenizer]:
+    """The model's tokenizer as the export ships it, checked to give the model's ids.
 
-
-def file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
+    Raises:
+        RuntimeError: the shipped tokenizer would tokenize differently (vocabulary or ids).
+    """
+    spec = model.clip.tokenizer_spec()
+    tokenizer = ClipTokenizer(spec['merges_file'], spec['context_length'], spec['clean'],
+                              spec['special_tokens'])
+    texts = list(TOKENIZER_CHECK_TEXTS)
+    expected = model.clip.tokenizer(texts).numpy()
+    if tokenizer.encoder != model.clip.tokenizer.encoder or \
+            not np.array_equal(tokenizer(texts), expected):
+        raise RuntimeError(f'the tokenizer built from {spec["merges_file"]} gives other ids '
+                           'than the model\'s; an export with it would not be served as the '
+                           'model answers (not written)')
+    return spec, tokenizer
 
 
 def check_tokens(model: nn.Module, texts: Sequence[str]) -> torch.Tensor:
@@ -100,6 +111,7 @@ def export_onnx(model: nn.Module, out_dir: str, checkpoint: Optional[str] = None
     ort = import_onnxruntime()
 
     model = model.cpu().eval()
+    token_spec, tokenizer = checked_tokenizer(model)
     height, width = model.image_size
     generator = torch.Generator().manual_seed(0)
     trace_image = torch.randn(2, 3, height, width, generator=generator)
@@ -150,6 +162,11 @@ def export_onnx(model: nn.Module, out_dir: str, checkpoint: Optional[str] = None
                                f'than {tolerance:g}); not written')
         os.replace(tmp, path)
         written[name] = path
+    merges_name = osp.basename(token_spec['merges_file'])
+    merges_path = osp.join(out_dir, merges_name)
+    shutil.copyfile(token_spec['merges_file'], merges_path + '.tmp')
+    os.replace(merges_path + '.tmp', merges_path)
+    written['tokenizer'] = merges_path
     meta = dict(
         model=type(model).__name__, project_version=__version__, opset=opset,
         image_size=[height, width], feature_dim=int(expected.shape[-1]),
@@ -157,13 +174,20 @@ def export_onnx(model: nn.Module, out_dir: str, checkpoint: Optional[str] = None
         # resize and crop, as CIRDataPreprocessor computes it.
         pixel_mean=[float(v) for v in model.data_preprocessor.mean.flatten()],
         pixel_std=[float(v) for v in model.data_preprocessor.std.flatten()],
-        tokenizer='open_clip.SimpleTokenizer', context_length=int(model.clip.context_length),
+        # ClipTokenizer(merges_file, context_length, clean, special_tokens) tokenizes as the
+        # model's open_clip.SimpleTokenizer (checked above).
+        tokenizer=dict(type='ClipTokenizer', merges_file=merges_name,
+                       merges_sha256=file_sha256(merges_path), clean=token_spec['clean'],
+                       special_tokens=token_spec['special_tokens'],
+                       context_length=token_spec['context_length'],
+                       sot_token_id=tokenizer.sot_token_id),
+        context_length=int(model.clip.context_length),
         eot_token_id=int(model.clip.eot_token_id),
         max_abs_difference=differences,
         # CIRRetriever.model_digest of the same weights: indexes and pages name the model alike.
         weights_sha256=weights_digest(model),
         checkpoint=None if checkpoint is None else dict(path=osp.basename(checkpoint),
-                                                        sha256=file_digest(checkpoint)))
+                                                        sha256=file_sha256(checkpoint)))
     meta_path = osp.join(out_dir, 'export.json')
     with open(meta_path, 'w') as f:
         json.dump(meta, f, indent=2)

@@ -1,10 +1,13 @@
-"""Composed retrieval served from an ONNX export (tools/export_onnx.py): ONNX Runtime, numpy,
-Pillow and open_clip's tokenizer; no mmengine, mmpretrain or model code runs.
+"""Composed retrieval served from an ONNX export (tools/export_onnx.py) with ONNX Runtime,
+numpy and Pillow (and regex and ftfy for the tokenizer): torch, open_clip, mmengine and
+mmpretrain are never imported, so a serving install can leave them out (tested with their
+imports blocked).
 
 The images are prepared as the PyTorch path prepares them (decoded by the project's image
 loader, resized on the shorter side with bicubic and center-cropped as ``CLIPResizeCrop``,
-normalised as ``CIRDataPreprocessor``), the captions tokenized by the same tokenizer, so the
-rankings equal :class:`~ssn_plugin.apis.CIRRetriever`'s (tested).
+normalised as ``CIRDataPreprocessor``), the captions tokenized by the export's
+:class:`~ssn_plugin.apis.clip_tokenizer.ClipTokenizer` (open_clip's ids, checked at export), so
+the rankings equal :class:`~ssn_plugin.apis.CIRRetriever`'s (tested).
 """
 import json
 import os.path as osp
@@ -13,11 +16,38 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from ssn_plugin.datasets.image_io import as_rgb_image, read_image
-from .onnx_export import import_onnxruntime
+from ssn_plugin.image_io import as_rgb_image, read_image
 from ssn_plugin.index import GalleryIndex
-from .retriever import (IndexedGallery, check_queries, gallery_files, unique_files,
-                        unreadable_gallery)
+from .clip_tokenizer import ClipTokenizer, file_sha256
+from .gallery import (IndexedGallery, check_queries, gallery_files, unique_files,
+                      unreadable_gallery)
+
+
+def import_onnxruntime():
+    """onnxruntime, or an error saying which install provides it."""
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError('ONNX export and serving need the export extra: '
+                          'pip install -e ".[export]" (onnx, onnxruntime)') from err
+    return onnxruntime
+
+
+def export_tokenizer(export_dir: str, meta: dict) -> ClipTokenizer:
+    """The tokenizer an export ships (``export.json``'s ``tokenizer``), its merges file
+    checked against the digest recorded at export."""
+    spec = meta.get('tokenizer')
+    where = osp.join(export_dir, 'export.json')
+    if not isinstance(spec, dict) or spec.get('type') != 'ClipTokenizer':
+        raise ValueError(f'{where}: "tokenizer" does not describe a ClipTokenizer (an export '
+                         'of an older version?); export the checkpoint again with '
+                         'tools/export_onnx.py')
+    path = osp.join(export_dir, spec['merges_file'])
+    if not osp.isfile(path) or file_sha256(path) != spec['merges_sha256']:
+        raise ValueError(f'{path}: the tokenizer\'s merges file is missing or not the one '
+                         f'exported (sha256 {spec["merges_sha256"]}); copy the export folder '
+                         'whole')
+    return ClipTokenizer(path, spec['context_length'], spec['clean'], spec['special_tokens'])
 
 
 def resize_crop(image: Image.Image, height: int, width: int) -> Image.Image:
@@ -54,14 +84,13 @@ class OnnxRetriever(IndexedGallery):
     def __init__(self, export_dir: str, providers: Sequence[str] = ('CPUExecutionProvider', ),
                  batch_size: int = 32):
         ort = import_onnxruntime()
-        from open_clip import SimpleTokenizer
         self.meta_path = osp.join(export_dir, 'export.json')
         with open(self.meta_path) as f:
             self.meta = json.load(f)
         self.height, self.width = self.meta['image_size']
         self.mean = np.asarray(self.meta['pixel_mean'], np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(self.meta['pixel_std'], np.float32).reshape(1, 3, 1, 1)
-        self.tokenizer = SimpleTokenizer(context_length=self.meta['context_length'])
+        self.tokenizer = export_tokenizer(export_dir, self.meta)
         self.gallery_encoder = ort.InferenceSession(
             osp.join(export_dir, 'gallery_encoder.onnx'), providers=list(providers))
         self.composer = ort.InferenceSession(osp.join(export_dir, 'query_composer.onnx'),
@@ -81,8 +110,8 @@ class OnnxRetriever(IndexedGallery):
 
     def tokens(self, texts: Sequence[str]) -> np.ndarray:
         """int64 token ids [N, L] (0-padded), trimmed to the longest caption."""
-        tokens = self.tokenizer(list(texts)).numpy().astype(np.int64)
-        eot = (tokens == self.meta['eot_token_id']).argmax(axis=1)
+        tokens = self.tokenizer(list(texts))
+        eot = (tokens == self.tokenizer.eot_token_id).argmax(axis=1)
         return tokens[:, :int(eot.max()) + 1]
 
     @property

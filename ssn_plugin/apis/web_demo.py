@@ -13,12 +13,15 @@ import html
 import os.path as osp
 import time
 from types import SimpleNamespace
-from typing import List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Tuple, Union
 
 from PIL import Image
 
-from ssn_plugin.datasets.image_io import ImageTooLarge, read_image
-from .retriever import CIRRetriever
+from ssn_plugin.image_io import ImageTooLarge, read_image
+
+if TYPE_CHECKING:  # the page serves an ONNX export without torch: no import at run time
+    from .onnx_retriever import OnnxRetriever
+    from .retriever import CIRRetriever
 
 
 class DemoInputError(ValueError):
@@ -40,10 +43,11 @@ class Step(NamedTuple):
 
 
 class DemoSession:
-    """The state and actions of the demo page over one indexed :class:`CIRRetriever`.
+    """The state and actions of the demo page over one indexed retriever.
 
     Args:
-        retriever (CIRRetriever | None): A retriever with an index; None when the gallery could
+        retriever (CIRRetriever | OnnxRetriever | None): A retriever with an index (PyTorch or
+            ONNX Runtime: the page needs only what both have); None when the gallery could
             not be indexed, then ``error`` says why and every action repeats it.
         page_size (int): Gallery images per page of the browser. Defaults to 24.
         error (str, optional): Why there is no index. Defaults to None.
@@ -51,7 +55,8 @@ class DemoSession:
             that could not be read and were left out). Defaults to None.
     """
 
-    def __init__(self, retriever: Optional[CIRRetriever], page_size: int = 24,
+    def __init__(self, retriever: Optional[Union['CIRRetriever', 'OnnxRetriever']],
+                 page_size: int = 24,
                  error: Optional[str] = None, notice: Optional[str] = None):
         self.retriever = retriever
         self.page_size = page_size
@@ -61,7 +66,7 @@ class DemoSession:
             raise ValueError('DemoSession needs a retriever or the error that prevented one')
 
     # ------------------------------------------------------------------ gallery
-    def _require(self) -> CIRRetriever:
+    def _require(self) -> Union['CIRRetriever', 'OnnxRetriever']:
         if self.retriever is None:
             raise DemoInputError(self.error)
         return self.retriever

@@ -1,6 +1,5 @@
 """Command-line arguments shared by tools/train.py and tools/test.py."""
 import argparse
-import json
 import os
 import os.path as osp
 
@@ -91,19 +90,3 @@ def apply_cfg_options(cfg: Config, args: argparse.Namespace) -> Config:
             follow_data_root(cfg, args.cfg_options['data_root'])
         cfg.merge_from_dict(args.cfg_options)
     return cfg
-
-
-def parse_backend(name: str, pairs) -> dict:
-    """An index backend spec from ``--backend NAME --backend-args KEY=VALUE ...``: each value
-    read as JSON when it is JSON (numbers, ``{"nlist": 1024}``), else kept as text
-    (``factory=IVF4096,Flat``, ``search_params=nprobe=32``)."""
-    spec = dict(type=name)
-    for pair in pairs:
-        key, sep, value = pair.partition('=')
-        if not sep or not key:
-            raise ValueError(f'--backend-args takes KEY=VALUE, got {pair!r}')
-        try:
-            spec[key] = json.loads(value)
-        except ValueError:
-            spec[key] = value
-    return spec

@@ -12,7 +12,7 @@ from mmengine.utils import ProgressBar
 
 from ssn_plugin.registry import DATASETS, TRANSFORMS
 from .image_cache import CachedCIRImages, use_image_cache
-from .image_io import read_image
+from ssn_plugin.image_io import read_image
 from .transforms import fill_image_size, fill_meta_keys
 
 

@@ -28,6 +28,7 @@ from mmcv.transforms import BaseTransform
 from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
+from ssn_plugin.image_io import file_stamp
 from ssn_plugin.registry import TRANSFORMS
 from ssn_plugin.version import __version__
 from .transforms import CLIPResizeCrop, LoadCIRImages, TargetPad
@@ -65,12 +66,6 @@ def output_size(transforms: Sequence) -> Optional[tuple]:
         raise ValueError('the image cache needs CLIPResizeCrop\'s size: it is filled in from '
                          'the model by ImageSizeFromModelHook (or fill_image_size()) first')
     return (size, size) if isinstance(size, int) else tuple(size)
-
-
-def file_stamp(path: str) -> List[int]:
-    """(size, modification time in ns) of a file."""
-    stat = os.stat(path)
-    return [stat.st_size, stat.st_mtime_ns]
 
 
 def file_digest(path: str) -> str:

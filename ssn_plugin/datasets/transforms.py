@@ -18,7 +18,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from ssn_plugin.registry import TRANSFORMS
-from .image_io import read_image
+from ssn_plugin.image_io import read_image
 
 IMAGE_KEYS = ('ref_img', 'tgt_img', 'img')
 
@@ -37,7 +37,7 @@ class LoadCIRImages(BaseTransform):
     Required keys: ``<key>_path`` for each key (None = no image for that key).
     Added keys: ``<key>`` (PIL.Image or None), ``<key>_shape`` ((h, w) or None).
 
-    Files are read by :func:`~ssn_plugin.datasets.image_io.read_image`: upright (EXIF
+    Files are read by :func:`~ssn_plugin.image_io.read_image`: upright (EXIF
     orientation), high bit depths and transparency converted as a viewer shows them, and
     images over the pixel or aspect bound refused by name.
 

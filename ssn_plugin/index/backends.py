@@ -2,8 +2,9 @@
 ``attach(index)`` (build or bring up to date what the backend keeps), ``search(queries, k)``
 -> scores [N, k] float32 and ids [N, k] int64, best first, -1 where fewer than k are left.
 
-- ``exact``: every alive row scored (numpy BLAS; float16 shards through torch, re-scored in
-  float32), shard by shard, so a memory-mapped gallery larger than memory still works;
+- ``exact``: every alive row scored (numpy BLAS; float16 shards through torch, or numpy in
+  float32 blocks where torch is not installed, re-scored in float32), shard by shard, so a
+  memory-mapped gallery larger than memory still works;
 - ``faiss``: an index from faiss's factory (``IVF4096,Flat``, ``HNSW32``, ``IVF16384,PQ64``...),
   trained on the gallery and saved in the index folder (``pip install 'ssn_plugin[faiss]'``);
 - ``milvus``: a collection in a Milvus vector database through pymilvus: Milvus Lite (a local
@@ -155,10 +156,18 @@ class ExactBackend(SearchBackend):
         return top_k(exact, cand, k)
 
 
-def _half_scores(queries: np.ndarray, feats: np.ndarray) -> np.ndarray:
+def _half_scores(queries: np.ndarray, feats: np.ndarray, block_rows: int = 1 << 16
+                 ) -> np.ndarray:
     """float16 gallery x float32 queries through torch's half matmul (numpy has no float16
-    BLAS), as float32."""
-    import torch
+    BLAS), as float32. Without torch (an ONNX serving install), blocks of ``block_rows``
+    gallery rows are widened to float32 for numpy's BLAS instead."""
+    try:
+        import torch
+    except ImportError:
+        return np.concatenate(
+            [np.zeros((len(queries), 0), np.float32)] +
+            [queries @ np.asarray(feats[i:i + block_rows], np.float32).T
+             for i in range(0, len(feats), block_rows)], axis=1)
     with warnings.catch_warnings():  # a read-only memory map: torch only reads it
         warnings.simplefilter('ignore', UserWarning)
         gallery = torch.from_numpy(np.asarray(feats))
@@ -401,3 +410,19 @@ def make_backend(spec: Union[str, dict, SearchBackend]) -> SearchBackend:
     if name not in BACKENDS:
         raise ValueError(f'unknown index backend {name!r}; one of {sorted(BACKENDS)}')
     return BACKENDS[name](**spec)
+
+
+def parse_backend(name: str, pairs) -> dict:
+    """An index backend spec from ``--backend NAME --backend-args KEY=VALUE ...``: each value
+    read as JSON when it is JSON (numbers, ``{"nlist": 1024}``), else kept as text
+    (``factory=IVF4096,Flat``, ``search_params=nprobe=32``)."""
+    spec = dict(type=name)
+    for pair in pairs:
+        key, sep, value = pair.partition('=')
+        if not sep or not key:
+            raise ValueError(f'--backend-args takes KEY=VALUE, got {pair!r}')
+        try:
+            spec[key] = json.loads(value)
+        except ValueError:
+            spec[key] = value
+    return spec

@@ -5,7 +5,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ssn_plugin.datasets.image_cache import file_stamp
+from ssn_plugin.image_io import file_stamp
 from .folder import DEFAULT_SHARD_ROWS, IndexFolder
 
 Entry = Tuple[str, str, List[int]]  # name, real path, [size, mtime_ns]

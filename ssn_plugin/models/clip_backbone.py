@@ -369,6 +369,28 @@ class OpenCLIPBackbone(nn.Module):
         tokens = tokens[:, :int(eot_pos.max()) + 1]
         return tokens.to(device), self.padding_mask(tokens).to(device)
 
+    def tokenizer_spec(self) -> dict:
+        """What a tokenizer outside torch needs to tokenize as :meth:`tokenize` does (the ONNX
+        export's ``ClipTokenizer``): open_clip's BPE merges file, the cleaning, the special
+        tokens and the context length.
+
+        Raises:
+            NotImplementedError: the tokenizer is not open_clip's plain ``SimpleTokenizer``
+                (a reduction mask, or another tokenizer class).
+        """
+        tokenizer = self.tokenizer
+        clean = {'_clean_lower': 'lower', '_clean_whitespace': 'whitespace',
+                 '_clean_canonicalize': 'canonicalize'}.get(
+                     getattr(getattr(tokenizer, 'clean_fn', None), '__name__', None))
+        if not isinstance(tokenizer, open_clip.SimpleTokenizer) or clean is None or \
+                getattr(tokenizer, 'reduction_fn', None) is not None:
+            raise NotImplementedError(
+                f'the export carries open_clip\'s SimpleTokenizer only (no reduction mask); '
+                f'this backbone tokenizes with {type(tokenizer).__name__}')
+        return dict(merges_file=open_clip.tokenizer.default_bpe(), clean=clean,
+                    special_tokens=[tokenizer.decoder[i] for i in tokenizer.all_special_ids],
+                    context_length=int(tokenizer.context_length))
+
     def encode_text(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor,
                                                          torch.Tensor]:
         """Encode captions.

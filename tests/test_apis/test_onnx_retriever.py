@@ -1,6 +1,7 @@
 """The ONNX Runtime retriever ranks the demo gallery as CIRRetriever does: same pixels, same
 tokens, same names in the same order, scores within 1e-4."""
 import glob
+import os
 import os.path as osp
 
 import numpy as np
@@ -111,3 +112,101 @@ def test_the_export_serves_an_index_folder_of_its_weights(served, tmp_path):
                                                          retriever.paths[:3], progress=False)
     with pytest.raises(ValueError, match='built by a different model'):
         OnnxRetriever(osp.dirname(onnx.meta_path)).load_index(other)
+
+
+SERVE_WITHOUT_TORCH = r'''
+import json, sys
+
+BLOCKED = ('torch', 'torchvision', 'open_clip', 'mmengine', 'mmcv', 'mmpretrain')
+
+
+class Blocked:
+    """Any import of the training stack fails, as on a machine where it is not installed."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition('.')[0] in BLOCKED:
+            raise ImportError(f'{name} is not installed here')
+
+
+sys.meta_path.insert(0, Blocked())
+sys.path.insert(0, TOOLS)
+from ssn_plugin.apis import OnnxRetriever
+import demo_app
+from ssn_plugin.apis.web_demo import Reference, build_app
+
+job = json.loads(sys.argv[1])
+retriever = OnnxRetriever(job['export']).index(job['paths'], job['names'])
+out = dict(rankings=[retriever.query(p, t, topk=10) for p, t in job['queries']])
+half = OnnxRetriever(job['export']).load_index(job['index16'])
+out['float16'] = [half.query(p, t, topk=10) for p, t in job['queries']]
+session = demo_app.make_session(demo_app.parse_args(['--onnx', job['export'], '--gallery',
+                                                     job['gallery']]))
+name = session.retriever.names[2]
+step = session.search(Reference(session.retriever.path_of(name), name), 'make it blue', 5, [])
+out['page'] = [name, step[-1].results]
+out['app'] = type(build_app(session)).__name__  # the Gradio page itself, built without torch
+out['loaded'] = sorted(m for m in sys.modules if m.partition('.')[0] in BLOCKED)
+print(json.dumps(out))
+'''
+
+
+def test_serving_needs_neither_torch_nor_open_clip_nor_mmengine(served, tmp_path):
+    """In a process where torch, open_clip, mmengine, mmcv and mmpretrain cannot be imported,
+    the export indexes, ranks as CIRRetriever does, searches a float16 index folder built by
+    PyTorch, and serves the page (tools/demo_app.py --onnx)."""
+    import json
+    import subprocess
+    import sys
+    retriever, onnx, paths = served
+    export = osp.dirname(onnx.meta_path)
+    index16 = str(tmp_path / 'index16')
+    retriever.update_index_folder(index16, retriever.names, retriever.paths, dtype='float16',
+                                  progress=False)
+    queries = [(paths[0], 'make the red circle blue'), (paths[7], 'add a green square'),
+               (paths[-1], 'remove the large triangle')]
+    gallery = osp.dirname(paths[0])
+    job = dict(export=export, paths=retriever.paths, names=retriever.names, queries=queries,
+               index16=index16, gallery=gallery)
+    script = f'TOOLS = {osp.join(PROJECT_ROOT, "tools")!r}\n' + SERVE_WITHOUT_TORCH
+    done = subprocess.run([sys.executable, '-c', script, json.dumps(job)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out['loaded'] == [] and out['app'] == 'Blocks'
+    for (path, text), got in zip(queries, out['rankings']):
+        expected = retriever.query(path, text, topk=10)
+        assert [n for n, _ in got] == [n for n, _ in expected]
+        assert np.allclose([s for _, s in got], [s for _, s in expected], atol=1e-4)
+    # The float16 folder, searched here through torch's half matmul, there through numpy.
+    half = OnnxRetriever(export).load_index(index16)
+    for (path, text), got in zip(queries, out['float16']):
+        expected = half.query(path, text, topk=10)
+        assert [n for n, _ in got] == [n for n, _ in expected]
+        assert np.allclose([s for _, s in got], [s for _, s in expected], atol=1e-5)
+    name, results = out['page']
+    page = OnnxRetriever(export).index(gallery)
+    expected = page.query(page.path_of(name), 'make it blue', topk=5)
+    assert [n for n, _ in results] == [n for n, _ in expected] and name not in \
+        [n for n, _ in results]
+
+
+def test_an_export_with_a_changed_or_missing_tokenizer_is_refused(served, tmp_path):
+    import json
+    import shutil
+    _, onnx, _ = served
+    export = str(tmp_path / 'export')
+    shutil.copytree(osp.dirname(onnx.meta_path), export)
+    meta = json.load(open(osp.join(export, 'export.json')))
+    merges = osp.join(export, meta['tokenizer']['merges_file'])
+    with open(merges, 'ab') as f:
+        f.write(b'\x00')
+    with pytest.raises(ValueError, match='merges file is missing or not the one exported'):
+        OnnxRetriever(export)
+    os.remove(merges)
+    with pytest.raises(ValueError, match='merges file is missing'):
+        OnnxRetriever(export)
+    meta['tokenizer'] = 'open_clip.SimpleTokenizer'  # what an export of an older version says
+    json.dump(meta, open(osp.join(export, 'export.json'), 'w'))
+    with pytest.raises(ValueError, match=r'export\.json: "tokenizer" does not describe a '
+                       r'ClipTokenizer.*export the checkpoint again'):
+        OnnxRetriever(export)

@@ -104,6 +104,26 @@ def test_float16_storage_halves_memory_and_keeps_the_ranking(data):
     assert np.abs(s16 - s32).max() < 2e-3
 
 
+def test_float16_search_without_torch_gives_the_same_hits(data, monkeypatch):
+    """An ONNX serving install has no torch: float16 shards are scored by numpy in float32
+    blocks instead, with the same ids and scores as through torch's half matmul."""
+    from ssn_plugin.index import backends
+    rng = np.random.default_rng(2)
+    gallery, queries = clustered(rng, 1000, 32), clustered(rng, 7, 32)
+    half = GalleryIndex.from_features(gallery, names_of(1000), dtype='float16')
+    with_torch = half.search_ids(queries, 10)
+    monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` raises ImportError
+    half16 = half.shards[0].feats
+    # Blocks of 300 rows: the last one is partial, so the concatenation is exercised.
+    blocks = backends._half_scores(queries, half16, block_rows=300)
+    written_out = queries @ half16.astype(np.float32).T
+    assert blocks.shape == (7, 1000) and np.abs(blocks - written_out).max() < 1e-6
+    without = GalleryIndex.from_features(gallery, names_of(1000), dtype='float16')
+    scores, ids = without.search_ids(queries, 10)
+    assert np.array_equal(ids, with_torch[1])
+    assert np.abs(scores - with_torch[0]).max() < 1e-6
+
+
 def test_features_are_checked_once_when_they_enter():
     bad = np.eye(4, dtype=np.float32)
     bad[2, 1] = np.nan

@@ -7,7 +7,7 @@ from PIL import Image
 
 from ssn_plugin.datasets import LoadCIRImages
 from ssn_plugin.datasets.image_cache import preprocess
-from ssn_plugin.datasets.image_io import ImageTooLarge, as_rgb_image, read_image
+from ssn_plugin.image_io import ImageTooLarge, as_rgb_image, read_image
 
 
 def load(path) -> np.ndarray:
@@ -161,7 +161,7 @@ def test_a_path_and_an_open_image_read_alike(tmp_path):
 
 
 def test_the_bounds_are_inclusive():
-    from ssn_plugin.datasets.image_io import check_size
+    from ssn_plugin.image_io import check_size
     check_size((100, 2), 'x', max_pixels=200, max_aspect=50.0)  # exactly at both bounds
     with pytest.raises(ImageTooLarge, match='201 pixels'):
         check_size((201, 1), 'x', max_pixels=200, max_aspect=1000.0)

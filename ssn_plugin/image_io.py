@@ -10,8 +10,9 @@ read images through :func:`read_image` (in-memory images through :func:`to_rgb`)
 * 16-bit and 32-bit integer images scaled to 8 bits, float images from [0, 1] (or clipped
   to [0, 255]), transparency composited over white, palette/CMYK/grey converted to RGB.
 """
+import os
 import warnings
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -25,6 +26,13 @@ MAX_ASPECT = 50.0
 class ImageTooLarge(ValueError):
     """An image over :data:`MAX_PIXELS` or :data:`MAX_ASPECT` (a decompression bomb, or a
     strip that would be resized to gigabytes)."""
+
+
+def file_stamp(path: str) -> List[int]:
+    """(size, modification time in ns) of a file: what the image cache and the gallery indexes
+    compare first to notice a changed image."""
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def check_size(size: Tuple[int, int], where: str, max_pixels: int = MAX_PIXELS,
