@@ -1,22 +1,4 @@
 #!/usr/bin/env bash
 # Usage: [PYTHON=...] [NNODES=.. NODE_RANK=.. MASTER_ADDR=.. PORT=..] bash tools/dist_test.sh CONFIG CHECKPOINT N_GPUS [test.py options]
-CONFIG=$1
-CHECKPOINT=$2
-GPUS=$3
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-# The Python the project is installed in (e.g. PYTHON=/path/to/venv/bin/python).
-PYTHON=${PYTHON:-python}
-# One machine: gloo talks over the loopback interface. Left to itself, gloo uses the address the
-# host name resolves to, and where that address is not reachable (some containers) its processes
-# wait for each other until the 30-minute timeout.
-if [ "$NNODES" = 1 ]; then
-    export GLOO_SOCKET_IFNAME=${GLOO_SOCKET_IFNAME:-lo}
-fi
-
-PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
-"$PYTHON" -m torch.distributed.run --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR \
-    --nproc_per_node=$GPUS --master_port=$PORT \
-    $(dirname "$0")/test.py $CONFIG $CHECKPOINT --launcher pytorch ${@:4}
+# (the environment variables: tools/dist_launch.sh)
+exec bash "$(dirname "$0")/dist_launch.sh" test.py "$3" "$1" "$2" "${@:4}"
