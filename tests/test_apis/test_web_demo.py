@@ -299,3 +299,85 @@ def test_a_decompression_bomb_upload_gets_the_pages_message(retriever, tmp_path)
         session.uploaded_reference(str(tmp_path / 'bomb.png'))
     with pytest.raises(DemoInputError, match='strip.png is too large .*aspect ratio'):
         session.uploaded_reference(str(tmp_path / 'strip.png'))
+
+
+def test_the_pages_events_in_process(retriever, tmp_path):
+    """The Gradio page's wiring without a browser: every event the browser test drives
+    (gallery and result clicks, upload, Search and Enter, the page buttons) is bound to the
+    element ids the browser helper uses, reads the right inputs and returns what the page
+    shows; a bad input becomes the message and leaves the rest as it was."""
+    import gradio as gr
+    from PIL import Image
+    from ssn_plugin.apis.web_demo import Reference, build_app, message_html
+    session = DemoSession(retriever, page_size=8)
+    app = build_app(session, title='test page')
+    by_id = {b.elem_id: b for b in app.blocks.values() if getattr(b, 'elem_id', None)}
+    events = {}
+    for fn in app.fns.values():
+        for target, event in fn.targets:
+            events[(app.blocks[target].elem_id, event)] = fn
+    assert sorted(events) == [('ssn-browser', 'select'), ('ssn-next', 'click'),
+                              ('ssn-prev', 'click'), ('ssn-results', 'select'),
+                              ('ssn-search', 'click'), ('ssn-text', 'submit'),
+                              ('ssn-upload', 'upload')]
+    names, pages = retriever.names, -(-len(retriever.names) // 8)
+    # What the page shows when it opens.
+    assert by_id['ssn-page'].value == f'Page 1 of {pages}'
+    assert [item['caption'] for item in by_id['ssn-browser'].value] == names[:8]
+    assert by_id['ssn-message-box'].value == message_html('')
+    assert by_id['ssn-reference-name'].value == 'No reference chosen yet.'
+    status = f'{len(names)} images indexed; model weights digest {retriever.model_digest[:12]}'
+    assert any(status in str(getattr(b, 'value', '')) for b in app.blocks.values())
+
+    def call(key, *args):
+        fn = events[key]
+        assert len(args) == len(fn.inputs) + (key[1] == 'select')
+        return fn.fn(*args)
+
+    reference_outputs = ['ssn-reference', 'ssn-reference-name', 'ssn-message-box']
+    assert [getattr(c, 'elem_id', None) for c in events[('ssn-browser', 'select')].outputs][1:] \
+        == reference_outputs
+    # A click on the third image of page 2 of the gallery.
+    ref, image, label, message = call(('ssn-browser', 'select'), 1,
+                                      gr.SelectData(None, dict(index=2, value=None)))
+    assert ref == Reference(retriever.path_of(names[10]), names[10])
+    assert isinstance(image, Image.Image) and label == f'Reference: **{names[10]}**'
+    assert message == message_html()
+    # Search, then Enter in the text box: the API's top 5, shown in the four outputs.
+    search_outputs = ['ssn-results', 'ssn-results-box', 'ssn-history-box', 'ssn-message-box']
+    for key in (('ssn-search', 'click'), ('ssn-text', 'submit')):
+        fn = events[key]
+        assert [c.elem_id for c in fn.inputs][1] == 'ssn-text'
+        assert [getattr(c, 'elem_id', None) for c in fn.outputs][1:] == search_outputs
+    steps, shown, table, history, message = call(('ssn-search', 'click'), ref, 'make it blue',
+                                                 5, [])
+    expected = retriever.query(ref.path, 'make it blue', topk=5)
+    assert steps[-1].results == expected and message == message_html()
+    assert [caption for _, caption in shown] == [
+        f'{rank}. {name} ({score:.3f})' for rank, (name, score) in enumerate(expected, 1)]
+    assert table.count('class="ssn-name"') == 5 and history.count('<li>') == 1
+    again = call(('ssn-text', 'submit'), ref, 'make it blue', 5, steps)
+    assert len(again[0]) == 2 and again[0][-1].results == expected
+    # A click on the second result makes it the reference.
+    ref2, _, label, _ = call(('ssn-results', 'select'), steps,
+                             gr.SelectData(None, dict(index=1, value=None)))
+    assert ref2.name == expected[1][0] and label == f'Reference: **{expected[1][0]}**'
+    # An upload becomes the reference; one that is not an image becomes the message.
+    photo = tmp_path / 'holiday.png'
+    write_image(str(photo), size=(90, 50))
+    ref3, _, label, _ = call(('ssn-upload', 'upload'), str(photo))
+    assert ref3 == Reference(str(photo), None) and label == 'Reference: **uploaded holiday.png**'
+    fake = tmp_path / 'notes.png'
+    fake.write_text('not a picture')
+    out = call(('ssn-upload', 'upload'), str(fake))
+    assert out[:3] == (gr.update(), ) * 3
+    assert 'notes.png is not an image that can be read' in out[3]
+    out = call(('ssn-search', 'click'), ref, '   ', 5, steps)
+    assert out[:4] == (gr.update(), ) * 4 and 'type how the image' in out[4]
+    # The page buttons: forward, back, and clamped at both ends.
+    for key, start, page in ((('ssn-next', 'click'), 0, 1), (('ssn-prev', 'click'), 1, 0),
+                             (('ssn-prev', 'click'), 0, 0),
+                             (('ssn-next', 'click'), pages - 1, pages - 1)):
+        number, items, text = call(key, start)
+        assert number == page and text == f'Page {page + 1} of {pages}'
+        assert [caption for _, caption in items] == names[8 * page:8 * page + 8]
