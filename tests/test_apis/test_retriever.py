@@ -238,3 +238,77 @@ def test_own_triplets_index_and_rank_like_cirr(tmp_path, tiny_cirr):
         results.append([path_of[n] for n, _ in retriever.query(item['ref_img_path'],
                                                                item['text'], topk=8)])
     assert results[0] == results[1]
+
+
+def test_saved_indexes_and_index_folders_keep_what_they_claim(tmp_path, gallery_dir,
+                                                             monkeypatch):
+    """An index file holds its format, the project version and each file's stamp, and gives
+    them back with the backend asked for; a file of another format, a list, or paths and stamps
+    that are not two lists of one length are refused by name. An index folder keeps the
+    shard size and version it was built with, refuses other weights, and shows a progress bar
+    that reaches the gallery's size."""
+    import io
+
+    from mmengine.utils import ProgressBar
+
+    from ssn_plugin.apis import retriever as retriever_module
+    from ssn_plugin.image_io import file_stamp
+    from ssn_plugin.index import IndexFolder
+    from ssn_plugin.version import __version__
+    ckpt = save_checkpoint(str(tmp_path / 'a.pth'))
+    retriever = CIRRetriever(tiny_cfg(), ckpt, device='cpu').index(gallery_dir, progress=False)
+    index_file = str(tmp_path / 'index.pth')
+    retriever.save_index(index_file)
+    content = torch.load(index_file, weights_only=True)
+    assert content['format'] == 2 and content['version'] == __version__
+    assert content['stamps'] == [file_stamp(p) for p in retriever.paths]
+    loaded = CIRRetriever(tiny_cfg(), ckpt, device='cpu').load_index(index_file, backend='faiss')
+    assert loaded.gallery.backend.name == 'faiss'
+    assert [loaded.gallery.entry(i)[2] for i in loaded.gallery.ids] == content['stamps']
+
+    def rewritten(**changes):
+        path = str(tmp_path / 'changed.pth')
+        torch.save(changes.pop('whole', None) or dict(content, **changes), path)
+        return path
+
+    for bad in (rewritten(format=1), rewritten(whole=[content])):
+        with pytest.raises(ValueError, match='is not an ssn_plugin index of format 2'):
+            retriever.load_index(bad)
+    for bad in (rewritten(stamps=content['stamps'][:-1]), rewritten(paths=tuple(content['paths']))):
+        with pytest.raises(ValueError, match='paths and stamps are not two lists of one length'):
+            retriever.load_index(bad)
+
+    bars = []
+
+    class Bar(ProgressBar):  # mmengine's bar, kept to count what it was told
+        def __init__(self, task_num):
+            super().__init__(task_num, file=io.StringIO())
+            bars.append(self)
+
+    monkeypatch.setattr(retriever_module, 'ProgressBar', Bar)
+    folder = str(tmp_path / 'folder')
+    retriever.index(gallery_dir, index_dir=folder, shard_rows=2)
+    assert [(b.task_num, b.completed) for b in bars] == [(7, 7)]  # the bar reached all 7
+    manifest = IndexFolder(folder).open().manifest
+    assert [s['rows'] for s in manifest['shards']] == [2, 2, 2, 1]
+    assert manifest['version'] == __version__
+    other = CIRRetriever(tiny_cfg(), save_checkpoint(str(tmp_path / 'b.pth'), seed=1),
+                         device='cpu')
+    with pytest.raises(ValueError, match='built by a different model'):
+        other.update_index_folder(folder, retriever.names, retriever.paths, progress=False)
+    retriever.update_index_folder(str(tmp_path / 'quiet'), retriever.names, retriever.paths,
+                                  progress=False)
+    retriever.update_index_folder(str(tmp_path / 'default'), retriever.names, retriever.paths)
+    assert [(b.task_num, b.completed) for b in bars] == [(7, 7), (7, 7)]  # by default, a bar
+
+
+def test_every_unreadable_gallery_file_is_listed_on_its_own_line(tmp_path, gallery_dir):
+    for name in ('bad1.png', 'bad2.png'):
+        (tmp_path / 'gallery' / name).write_bytes(b'not a png')
+    with pytest.raises(OSError) as err:
+        CIRRetriever(tiny_cfg(), device='cpu').index(gallery_dir, progress=False)
+    lines = str(err.value).splitlines()
+    assert lines[0] == '2 of 9 gallery files cannot be read:'
+    assert [line.split(': ')[0] for line in lines[1:3]] == [
+        '  ' + osp.realpath(osp.join(gallery_dir, n)) for n in ('bad1.png', 'bad2.png')]
+    assert lines[3] == '(skip_unreadable=True leaves them out, listed)'

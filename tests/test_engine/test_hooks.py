@@ -72,3 +72,23 @@ def test_freeze_defaults_to_the_second_epoch_and_says_what_it_caches():
     cfg['backbone']['feature_cache'] = True
     hook.before_train(SimpleNamespace(model=MODELS.build(cfg), train_dataloader=SimpleNamespace(
         dataset=SimpleNamespace())))
+
+
+def test_epoch_seed_hook_seeds_from_the_run_seed_and_the_epoch():
+    """Each epoch's random streams (Python, numpy, torch) are a function of (run seed, epoch):
+    the same pair gives the same draws, another epoch or another run seed other draws."""
+    import random
+
+    import numpy as np
+    import torch
+    hook = HOOKS.build(dict(type='EpochSeedHook'))
+
+    def draws(seed, epoch):
+        hook.before_train_epoch(SimpleNamespace(seed=seed, epoch=epoch))
+        return (random.random(), float(np.random.rand()), float(torch.rand(1)))
+
+    assert draws(7, 3) == draws(7, 3)
+    assert all(a != b for a, b in zip(draws(7, 3), draws(7, 4)))
+    assert all(a != b for a, b in zip(draws(7, 3), draws(8, 3)))
+    assert all(a != b for a, b in zip(draws(7, 0), draws(8, 0)))
+    assert len(set(draws(None, 2))) == 3  # a runner without a seed still gets reseeded
