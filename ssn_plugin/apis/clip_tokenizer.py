@@ -177,3 +177,10 @@ class ClipTokenizer:
                 ids = ids[:self.context_length - 1] + [self.eot_token_id]
             out[row, :len(ids)] = ids
         return out
+
+    def trimmed(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`__call__` cut after the longest caption's end token, as
+        ``OpenCLIPBackbone.tokenize`` trims (what the query composer graph is fed)."""
+        ids = self(texts)
+        ends = (ids == self.eot_token_id).argmax(axis=1)
+        return ids[:, :int(ends.max()) + 1]

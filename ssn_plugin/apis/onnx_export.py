@@ -81,9 +81,10 @@ def checked_tokenizer(model: nn.Module) -> Tuple[dict, ClipTokenizer]:
     return spec, tokenizer
 
 
-def check_tokens(model: nn.Module, texts: Sequence[str]) -> torch.Tensor:
-    """0-padded token ids of ``texts`` as the backbone tokenizes them (trimmed to the longest)."""
-    return model.clip.tokenize(list(texts))[0].to(torch.int64)
+def check_tokens(tokenizer: ClipTokenizer, texts: Sequence[str]) -> torch.Tensor:
+    """0-padded token ids of ``texts`` as a serving process feeds them (the shipped tokenizer,
+    checked equal to the model's, trimmed to the longest caption)."""
+    return torch.from_numpy(tokenizer.trimmed(list(texts)))
 
 
 def export_onnx(model: nn.Module, out_dir: str, checkpoint: Optional[str] = None,
@@ -115,7 +116,7 @@ def export_onnx(model: nn.Module, out_dir: str, checkpoint: Optional[str] = None
     height, width = model.image_size
     generator = torch.Generator().manual_seed(0)
     trace_image = torch.randn(2, 3, height, width, generator=generator)
-    trace_tokens = check_tokens(model, CHECK_TEXTS[:2])
+    trace_tokens = check_tokens(tokenizer, CHECK_TEXTS[:2])
     graphs = {
         'gallery_encoder': (GalleryEncoder(model), (trace_image, ), ['image'], ['feature'],
                             {'image': {0: 'N'}, 'feature': {0: 'N'}}),
@@ -147,7 +148,7 @@ def export_onnx(model: nn.Module, out_dir: str, checkpoint: Optional[str] = None
             if name == 'query_composer':
                 # Different lengths in one batch; the batch of 1 is 0-padded past its caption.
                 texts = CHECK_TEXTS if batch == 3 else CHECK_TEXTS[2:]
-                tokens = check_tokens(model, texts)
+                tokens = check_tokens(tokenizer, texts)
                 if batch == 1:
                     tokens = torch.cat([tokens, tokens.new_zeros(1, 5)], dim=1)
                 feed['text_tokens'] = tokens

@@ -110,9 +110,7 @@ class OnnxRetriever(IndexedGallery):
 
     def tokens(self, texts: Sequence[str]) -> np.ndarray:
         """int64 token ids [N, L] (0-padded), trimmed to the longest caption."""
-        tokens = self.tokenizer(list(texts))
-        eot = (tokens == self.tokenizer.eot_token_id).argmax(axis=1)
-        return tokens[:, :int(eot.max()) + 1]
+        return self.tokenizer.trimmed(list(texts))
 
     @property
     def model_digest(self) -> str:

@@ -54,6 +54,10 @@ def test_truncation_keeps_the_end_token(merges):
         [tokenizer.sot_token_id, one, two, three, tokenizer.eot_token_id]]
     assert tokenizer(['one']).tolist() == [[tokenizer.sot_token_id, one,
                                             tokenizer.eot_token_id, 0, 0]]
+    # Trimmed after the longest caption's end token, as the backbone's tokenize trims.
+    assert tokenizer.trimmed(['one', 'one two']).tolist() == [
+        [tokenizer.sot_token_id, one, tokenizer.eot_token_id, 0],
+        [tokenizer.sot_token_id, one, two, tokenizer.eot_token_id]]
 
 
 def test_a_broken_merges_file_is_named_with_its_line(tmp_path, merges):

@@ -62,6 +62,21 @@ def test_tiny_models_export_with_parity(tmp_path, kind):
     assert max(meta['max_abs_difference'].values()) < 1e-4 and not model.training
 
 
+def test_an_export_is_reproducible_and_uses_opset_17(tmp_path):
+    """The same weights give byte-identical graphs and export.json (the check inputs are
+    seeded); the default opset is 17, in the graphs and in export.json."""
+    import onnx
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_ssn_cfg(TINY_CLIP))
+    first, second = (export_onnx(model, str(tmp_path / name)) for name in ('a', 'b'))
+    for key in ('gallery_encoder', 'query_composer', 'meta', 'tokenizer'):
+        assert open(first[key], 'rb').read() == open(second[key], 'rb').read(), key
+    assert json.load(open(first['meta']))['opset'] == 17
+    for key in ('gallery_encoder', 'query_composer'):
+        graph = onnx.load(first[key])
+        assert [o.version for o in graph.opset_import if o.domain in ('', 'ai.onnx')] == [17]
+
+
 def test_export_refuses_graphs_that_differ(tmp_path):
     """The exporter's own check: a tolerance no float graph meets writes nothing."""
     torch.manual_seed(0)

@@ -275,7 +275,8 @@ def test_saved_indexes_and_index_folders_keep_what_they_claim(tmp_path, gallery_
         with pytest.raises(ValueError, match='is not an ssn_plugin index of format 2'):
             retriever.load_index(bad)
     for bad in (rewritten(stamps=content['stamps'][:-1]), rewritten(paths=tuple(content['paths']))):
-        with pytest.raises(ValueError, match='paths and stamps are not two lists of one length'):
+        with pytest.raises(ValueError, match='rebuild it:\npaths and stamps are not two lists '
+                           'of one length$'):
             retriever.load_index(bad)
 
     bars = []
@@ -287,17 +288,19 @@ def test_saved_indexes_and_index_folders_keep_what_they_claim(tmp_path, gallery_
 
     monkeypatch.setattr(retriever_module, 'ProgressBar', Bar)
     folder = str(tmp_path / 'folder')
-    retriever.index(gallery_dir, index_dir=folder, shard_rows=2)
+    retriever.index(gallery_dir, index_dir=folder, shard_rows=2, dtype='float16')
     assert [(b.task_num, b.completed) for b in bars] == [(7, 7)]  # the bar reached all 7
     manifest = IndexFolder(folder).open().manifest
     assert [s['rows'] for s in manifest['shards']] == [2, 2, 2, 1]
-    assert manifest['version'] == __version__
+    assert manifest['version'] == __version__ and manifest['dtype'] == 'float16'
     other = CIRRetriever(tiny_cfg(), save_checkpoint(str(tmp_path / 'b.pth'), seed=1),
                          device='cpu')
     with pytest.raises(ValueError, match='built by a different model'):
         other.update_index_folder(folder, retriever.names, retriever.paths, progress=False)
+    commits = []
     retriever.update_index_folder(str(tmp_path / 'quiet'), retriever.names, retriever.paths,
-                                  progress=False)
+                                  progress=False, on_commit=commits.append)
+    assert commits  # the caller hears of each committed chunk
     retriever.update_index_folder(str(tmp_path / 'default'), retriever.names, retriever.paths)
     assert [(b.task_num, b.completed) for b in bars] == [(7, 7), (7, 7)]  # by default, a bar
 
