@@ -100,6 +100,10 @@ def test_the_export_serves_an_index_folder_of_its_weights(served, tmp_path):
     retriever.update_index_folder(index_dir, retriever.names, retriever.paths, progress=False)
     from_folder = OnnxRetriever(osp.dirname(onnx.meta_path)).load_index(index_dir)
     assert from_folder.names == retriever.names
+    with_faiss = OnnxRetriever(osp.dirname(onnx.meta_path)).load_index(index_dir, backend='faiss')
+    assert with_faiss.gallery.backend.name == 'faiss'
+    assert [n for n, _ in with_faiss.query(paths[3], 'make it green', topk=6)] == \
+        [n for n, _ in from_folder.query(paths[3], 'make it green', topk=6)]
     expected = onnx.query(paths[3], 'make it green', topk=6)
     got = from_folder.query(paths[3], 'make it green', topk=6)
     assert [n for n, _ in got] == [n for n, _ in expected]
