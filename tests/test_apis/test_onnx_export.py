@@ -64,7 +64,8 @@ def test_tiny_models_export_with_parity(tmp_path, kind):
 
 def test_an_export_is_reproducible_and_uses_opset_17(tmp_path):
     """The same weights give byte-identical graphs and export.json (the check inputs are
-    seeded); the default opset is 17, in the graphs and in export.json."""
+    seeded); the default opset is 17, in the graphs and in export.json; the graphs' inputs and
+    outputs carry the documented names."""
     import onnx
     torch.manual_seed(0)
     model = MODELS.build(tiny_ssn_cfg(TINY_CLIP))
@@ -72,9 +73,14 @@ def test_an_export_is_reproducible_and_uses_opset_17(tmp_path):
     for key in ('gallery_encoder', 'query_composer', 'meta', 'tokenizer'):
         assert open(first[key], 'rb').read() == open(second[key], 'rb').read(), key
     assert json.load(open(first['meta']))['opset'] == 17
-    for key in ('gallery_encoder', 'query_composer'):
+    names = dict(gallery_encoder=(['image'], ['feature']),
+                 query_composer=(['image', 'text_tokens'], ['query']))
+    for key, (inputs, outputs) in names.items():
         graph = onnx.load(first[key])
         assert [o.version for o in graph.opset_import if o.domain in ('', 'ai.onnx')] == [17]
+        # The names a server feeds and reads (README, "Export to ONNX").
+        assert [i.name for i in graph.graph.input] == inputs
+        assert [o.name for o in graph.graph.output] == outputs
 
 
 def test_export_refuses_graphs_that_differ(tmp_path):
