@@ -83,6 +83,18 @@ def test_an_export_is_reproducible_and_uses_opset_17(tmp_path):
         assert [o.name for o in graph.graph.output] == outputs
 
 
+def test_a_difference_equal_to_the_tolerance_is_accepted(tmp_path):
+    """"More than the tolerance" refuses: an export whose largest difference is exactly the
+    tolerance is written (the export is reproducible, so its difference is known)."""
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_ssn_cfg(TINY_CLIP))
+    first = json.load(open(export_onnx(model, str(tmp_path / 'a'))['meta']))
+    worst = max(first['max_abs_difference'].values())
+    assert worst > 0
+    again = json.load(open(export_onnx(model, str(tmp_path / 'b'), tolerance=worst)['meta']))
+    assert again['max_abs_difference'] == first['max_abs_difference']
+
+
 def test_export_refuses_graphs_that_differ(tmp_path):
     """The exporter's own check: a tolerance no float graph meets writes nothing."""
     torch.manual_seed(0)
