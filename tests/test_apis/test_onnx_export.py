@@ -60,6 +60,22 @@ def test_tiny_models_export_with_parity(tmp_path, kind):
     assert meta['feature_dim'] == model.gallery_features(torch.zeros(1, 3, 32, 32)).shape[1]
     assert meta['pixel_mean'] == pytest.approx(model.data_preprocessor.mean.flatten().tolist())
     assert max(meta['max_abs_difference'].values()) < 1e-4 and not model.training
+    # Who wrote it and which weights: the version, the EOT id, SHA-256 over the state dict
+    # (names and bytes, in order, written out here), no checkpoint given.
+    from ssn_plugin.version import __version__
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    assert meta['project_version'] == __version__ and meta['opset'] == 17
+    assert meta['eot_token_id'] == model.clip.tokenizer.eot_token_id == 49407
+    assert meta['weights_sha256'] == digest.hexdigest() and meta['checkpoint'] is None
+    ckpt = tmp_path / 'weights.pth'
+    ckpt.write_bytes(b'any bytes stand for the checkpoint file here')
+    meta = json.load(open(export_onnx(model, str(tmp_path / 'with_ckpt'),
+                                      checkpoint=str(ckpt))['meta']))
+    assert meta['checkpoint'] == dict(path='weights.pth',
+                                      sha256=hashlib.sha256(ckpt.read_bytes()).hexdigest())
 
 
 def test_an_export_is_reproducible_and_uses_opset_17(tmp_path):
