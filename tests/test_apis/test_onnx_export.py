@@ -70,6 +70,12 @@ def test_tiny_models_export_with_parity(tmp_path, kind):
     assert meta['project_version'] == __version__ and meta['opset'] == 17
     assert meta['eot_token_id'] == model.clip.tokenizer.eot_token_id == 49407
     assert meta['weights_sha256'] == digest.hexdigest() and meta['checkpoint'] is None
+    merges = osp.join(str(tmp_path), 'bpe_simple_vocab_16e6.txt.gz')
+    assert meta['tokenizer'] == dict(
+        type='ClipTokenizer', merges_file='bpe_simple_vocab_16e6.txt.gz',
+        merges_sha256=hashlib.sha256(open(merges, 'rb').read()).hexdigest(), clean='lower',
+        special_tokens=['<start_of_text>', '<end_of_text>'],
+        context_length=model.clip.context_length, sot_token_id=49406)
     ckpt = tmp_path / 'weights.pth'
     ckpt.write_bytes(b'any bytes stand for the checkpoint file here')
     meta = json.load(open(export_onnx(model, str(tmp_path / 'with_ckpt'),
