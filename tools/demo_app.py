@@ -7,11 +7,11 @@
 
 Needs the demo extra: pip install -e ".[demo]" (and ".[export]" for --onnx, which serves the
 exported graphs with ONNX Runtime instead of the PyTorch model; with --onnx the page runs
-without torch, open_clip or mmengine installed: README, "Export to ONNX"). The page listens on 127.0.0.1
-unless --host says otherwise, and serves only pictures it makes (thumbnails), never files from
-disk. A gallery that cannot be indexed (no images, an index built by other weights or not
-matching its files) still opens the page, which shows why; unreadable gallery files are listed
-there.
+without torch, open_clip or mmengine installed: README, "Export to ONNX"). The page listens
+on 127.0.0.1 unless --host says otherwise, and serves only pictures it makes (thumbnails),
+never files from disk. A gallery that cannot be indexed (no images, an index built by other
+weights or not matching its files) still opens the page, which shows why; unreadable gallery
+files are listed there.
 """
 import argparse
 import os.path as osp

@@ -100,7 +100,8 @@ class ClipTokenizer:
             raise ValueError('special_tokens needs at least the start and the end token')
         regex, self._ftfy = _text_libraries()
         merges = read_merges(merges_file)
-        symbols = list(byte_symbols().values())
+        self._byte_symbols = byte_symbols()
+        symbols = list(self._byte_symbols.values())
         vocab = symbols + [s + '</w>' for s in symbols] + [a + b for a, b in merges] + \
             list(special_tokens)
         self.encoder: Dict[str, int] = {token: i for i, token in enumerate(vocab)}
@@ -110,7 +111,6 @@ class ClipTokenizer:
         self.eot_token_id = self.encoder[special_tokens[1]]
         self.context_length = context_length
         self.clean = clean
-        self._byte_symbols = byte_symbols()
         # Specials first (matched whole, unescaped, as open_clip does), then contractions,
         # letter runs, single digits, and runs of anything else that is not whitespace.
         self._words = regex.compile(
