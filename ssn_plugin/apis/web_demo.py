@@ -174,6 +174,7 @@ def history_html(history: List[Step]) -> str:
 
 
 def message_html(text: str = '', error: bool = True) -> str:
+    """The page's message box: an error in red, a notice (``error=False``) in green."""
     if not text:
         return '<div id="ssn-message"></div>'
     colour = '#b00020' if error else '#1b5e20'
@@ -231,7 +232,8 @@ def _layout(gr, session: DemoSession, title: str) -> SimpleNamespace:
                 'one), say how the image you want differs from it, search, and click a '
                 f'result to refine from there.\n\n*{_status(session)}*')
     view = SimpleNamespace(reference=gr.State(None), history=gr.State([]), page=gr.State(0))
-    view.message = gr.HTML(message_html(session.error or session.notice or ''),
+    view.message = gr.HTML(message_html(session.error) if session.error else
+                           message_html(session.notice or '', error=False),
                            elem_id='ssn-message-box')
     with gr.Row():
         with gr.Column(scale=1):

@@ -60,6 +60,20 @@ def test_truncation_keeps_the_end_token(merges):
         [tokenizer.sot_token_id, one, two, tokenizer.eot_token_id]]
 
 
+def test_a_plain_text_merges_file_and_a_single_caption(tmp_path, merges):
+    """The merges file may be unpacked (read as text, not through gzip); one caption given as
+    a string is one row."""
+    plain = tmp_path / 'bpe_simple_vocab_16e6.txt'
+    with gzip.open(merges) as f:
+        plain.write_bytes(f.read())
+    packed, unpacked = ClipTokenizer(merges), ClipTokenizer(str(plain))
+    assert unpacked.bpe_ranks == packed.bpe_ranks and unpacked.encoder == packed.encoder
+    caption = 'Make it RED &amp; remove the dog!!'
+    one = unpacked(caption)
+    assert one.shape == (1, 77)
+    assert np.array_equal(one, open_clip.SimpleTokenizer()([caption]).numpy())
+
+
 def test_a_broken_merges_file_is_named_with_its_line(tmp_path, merges):
     with gzip.open(merges) as f:
         lines = f.read().decode('utf-8').split('\n')

@@ -92,6 +92,73 @@ def test_session_search_refine_and_history(retriever):
     assert session.result_items(steps)[0][1].startswith(f'1. {steps[1].results[0][0]} (')
 
 
+def test_the_results_table_and_the_message_written_out():
+    """The HTML the page shows (and the browser test reads), written out: ranks from 1, one
+    row per result, names and texts escaped; errors in red, notices in green, no text an
+    empty box."""
+    from ssn_plugin.apis.web_demo import Step, message_html, results_html
+    assert results_html([]) == '<p>No search yet.</p>'
+    old = Step('old.png', 'older', [('z.png', 0.5)], 0.1)
+    step = Step('ref.png', 'make it <red>', [('a&b.png', 0.98765), ('c.png', -0.5)], 0.0123)
+    assert results_html([old, step]) == (
+        '<p>2 results for <b>ref.png</b> + "make it &lt;red&gt;" in 12 ms</p>'
+        '<table id="ssn-results-table"><tr><th>rank</th><th>image</th><th>cosine</th></tr>'
+        '<tr><td>1</td><td class="ssn-name">a&amp;b.png</td><td>0.9877</td></tr>'
+        '<tr><td>2</td><td class="ssn-name">c.png</td><td>-0.5000</td></tr></table>')
+    assert message_html() == message_html('') == '<div id="ssn-message"></div>'
+    assert message_html('bad <file>') == (
+        '<div id="ssn-message" style="color:#b00020;font-weight:600">bad &lt;file&gt;</div>')
+    assert message_html('2 files skipped', error=False) == (
+        '<div id="ssn-message" style="color:#1b5e20;font-weight:600">2 files skipped</div>')
+
+
+def test_the_page_opens_with_the_sessions_notice_and_empty_states(retriever):
+    """A session's notice (as a notice) or error (as an error) is the message the page opens
+    with; the page's states start with no reference, no history and page 0."""
+    import gradio as gr
+    from ssn_plugin.apis.web_demo import build_app, message_html
+    for session, shown in ((DemoSession(retriever, notice='1 gallery files could not be read'),
+                            message_html('1 gallery files could not be read', error=False)),
+                           (DemoSession(None, error='no images found in /x'),
+                            message_html('no images found in /x'))):
+        app = build_app(session, title='test page')
+        by_id = {b.elem_id: b for b in app.blocks.values() if getattr(b, 'elem_id', None)}
+        assert by_id['ssn-message-box'].value == shown
+    states = [b.value for b in app.blocks.values() if isinstance(b, gr.State)]
+    assert sorted(map(repr, states)) == ['0', 'None', '[]']
+
+
+def test_the_pages_controls_as_a_user_meets_them(retriever):
+    """The page's controls, written out: what each says, what it takes (the upload hands the
+    handler a file path, the reference view is not editable, results between 1 and 50, 10 at
+    first), galleries whose clicks select instead of opening a preview, and the two columns
+    (controls 1 : results 2)."""
+    import gradio as gr
+    from ssn_plugin.apis.web_demo import build_app
+    shown = {gr.Column: ('scale', ), gr.Image: ('label', 'type', 'interactive', 'height'),
+             gr.File: ('label', 'type'), gr.Textbox: ('label', 'placeholder'),
+             gr.Slider: ('label', 'minimum', 'maximum', 'value', 'step'),
+             gr.Button: ('value', 'variant'),
+             gr.Gallery: ('label', 'columns', 'height', 'allow_preview')}
+    app = build_app(DemoSession(retriever, page_size=8), title='test page')
+    seen = [(b.elem_id, *(getattr(b, key) for key in shown[type(b)]))
+            for b in app.blocks.values() if type(b) in shown]
+    assert seen == [
+        (None, 1),
+        ('ssn-reference', 'Reference', 'pil', False, 240),
+        ('ssn-upload', 'Upload a reference image', 'filepath'),
+        ('ssn-text', 'How should the result differ from the reference?',
+         'e.g. make the red circle blue'),
+        (None, 'Results', 1, 50, 10, 1),
+        ('ssn-search', 'Search', 'primary'),
+        (None, 2),
+        ('ssn-results', 'Results (click one to refine from it)', 5, 'auto', False),
+        ('ssn-prev', 'Previous page', 'secondary'),
+        ('ssn-next', 'Next page', 'secondary'),
+        ('ssn-browser', 'Gallery (click an image to make it the reference)', 8, 'auto', False),
+    ]
+
+
 def test_session_input_errors(retriever, tmp_path):
     session = DemoSession(retriever)
     ref = session.gallery_reference(0, 0)

@@ -71,3 +71,35 @@ def test_datasets_pack_what_their_metric_reads(tmp_path, dataset_cls, metric_cls
             dict(type='PackCIRInputs', keys=('ref_img', ))])
     sample = dataset[0]['data_samples']
     assert needed <= set(sample.metainfo_keys()), needed - set(sample.metainfo_keys())
+
+
+def test_a_test_run_gets_the_image_size_and_the_gallery_of_its_own_loop(tmp_path,
+                                                                          tiny_clip_file):
+    """``before_test`` / ``before_test_epoch`` prepare the test loop (what ``tools/test.py``
+    runs), not the val loop: its resize steps left without a size get the model's, and its
+    metric gets the gallery of the test dataset."""
+    from ssn_plugin.datasets.base import pipeline_transforms
+    from ssn_plugin.datasets.transforms import CLIPResizeCrop
+    data_root = str(tmp_path / 'cirr_dataset')
+    make_tiny_cirr(data_root, num_images=11, num_train=4, num_val=7)
+    cfg = Config.fromfile(write_tiny_config(tmp_path, data_root, tiny_clip_file))
+    cfg.work_dir = str(tmp_path / 'work')
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.pipeline[1] = dict(type='CLIPResizeCrop', keys=('ref_img', ))
+    runner = Runner.from_cfg(cfg)
+
+    def sizes(loop):
+        return [t.size for t in pipeline_transforms(loop.dataloader.dataset)
+                if isinstance(t, CLIPResizeCrop)]
+
+    assert runner.test_loop.dataloader.dataset is not runner.val_loop.dataloader.dataset
+    assert sizes(runner.test_loop) == sizes(runner.val_loop) == [None, 32]
+    ImageSizeFromModelHook().before_test(runner)
+    assert runner.model.image_size == (32, 32)
+    assert sizes(runner.test_loop) == [32, 32] and sizes(runner.val_loop) == [None, 32]
+    GalleryFeatureHook(batch_size=4).before_test_epoch(runner)
+    test_metric, val_metric = (loop.evaluator.metrics[0]
+                               for loop in (runner.test_loop, runner.val_loop))
+    assert test_metric.gallery_names == runner.test_loop.dataloader.dataset.gallery_names
+    assert len(test_metric.gallery_feats) == len(test_metric.gallery_names) == 11
+    assert getattr(val_metric, 'gallery_feats', None) is None
