@@ -1,5 +1,6 @@
 """FreezeVisionTowerHook freezes exactly the vision tower, from the configured epoch, and
 guards the feature cache."""
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -92,3 +93,22 @@ def test_epoch_seed_hook_seeds_from_the_run_seed_and_the_epoch():
     assert all(a != b for a, b in zip(draws(7, 3), draws(8, 3)))
     assert all(a != b for a, b in zip(draws(7, 0), draws(8, 0)))
     assert len(set(draws(None, 2))) == 3  # a runner without a seed still gets reseeded
+
+
+def test_a_folder_that_cannot_be_synced_still_gets_the_file(tmp_path, monkeypatch):
+    """Some file systems refuse to open or fsync a directory: the rename has happened, the
+    file is in place, and the write is not an error."""
+    from ssn_plugin.engine.hooks import safe_checkpoint_hook
+    tmp, path = tmp_path / 'x.tmp', tmp_path / 'x.pth'
+    tmp.write_bytes(b'new')
+    path.write_bytes(b'old')
+    real_open = os.open
+
+    def no_directories(name, flags, *args):
+        if os.path.isdir(name):
+            raise PermissionError(13, 'directories cannot be opened here', name)
+        return real_open(name, flags, *args)
+
+    monkeypatch.setattr(safe_checkpoint_hook.os, 'open', no_directories)
+    safe_checkpoint_hook.replace_atomically(str(tmp), str(path))
+    assert path.read_bytes() == b'new' and not tmp.exists()

@@ -278,6 +278,30 @@ def test_checkpoints_are_pruned_only_after_the_new_one_is_written(trained, tmp_p
     assert open(osp.join(work, 'last_checkpoint')).read() == 'epoch_3.pth'
 
 
+def test_max_keep_ckpts_2_keeps_the_last_two_and_names_the_last(trained, tmp_path):
+    """max_keep_ckpts=2 over epochs 1-3: epoch_1.pth goes once epoch_3.pth is written, the two
+    newest stay; the hook and the message hub (saved into the checkpoint, read on resume)
+    name the newest file, in the work dir."""
+    work = copy_run(trained, tmp_path)
+    runner = resume(trained, work, max_epochs=3,
+                    **{'default_hooks.checkpoint.max_keep_ckpts': 2})
+    assert sorted(f for f in os.listdir(work) if f.startswith('epoch_')) == [
+        'epoch_2.pth', 'epoch_3.pth']
+    newest = osp.join(work, 'epoch_3.pth')
+    hook = next(h for h in runner.hooks if type(h).__name__ == 'SafeCheckpointHook')
+    assert hook.last_ckpt == newest and runner.message_hub.get_info('last_ckpt') == newest
+    assert runner.message_hub.get_info('keep_ckpt_ids') == [2, 3]
+    saved = torch.load(newest, weights_only=False)['message_hub']['runtime_info']
+    assert saved['last_ckpt'] == newest and saved['keep_ckpt_ids'] == [2, 3]
+
+
+def test_max_keep_ckpts_0_keeps_every_checkpoint_as_mmengine_does(trained, tmp_path):
+    work = copy_run(trained, tmp_path)
+    resume(trained, work, max_epochs=2, **{'default_hooks.checkpoint.max_keep_ckpts': 0})
+    assert sorted(f for f in os.listdir(work) if f.startswith('epoch_')) == [
+        'epoch_1.pth', 'epoch_2.pth']
+
+
 @pytest.mark.slow
 def test_resume_with_nothing_to_resume_names_the_work_dir(trained, tmp_path):
     empty = str(tmp_path / 'empty')
