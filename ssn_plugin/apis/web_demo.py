@@ -219,6 +219,10 @@ def _guarded(gr, action, n_outputs: int):
     return run
 
 
+def _page_label(session: DemoSession, number: int) -> str:
+    return f'Page {number + 1} of {session.num_pages}' if session.retriever else 'No gallery'
+
+
 def _status(session: DemoSession) -> str:
     if session.retriever is None:
         return f'No gallery: {session.error}'
@@ -255,7 +259,7 @@ def _layout(gr, session: DemoSession, title: str) -> SimpleNamespace:
             view.steps = gr.HTML(history_html([]), elem_id='ssn-history-box')
     with gr.Row():
         view.prev_page = gr.Button('Previous page', elem_id='ssn-prev')
-        view.page_label = gr.Markdown(f'Page 1 of {session.num_pages}', elem_id='ssn-page')
+        view.page_label = gr.Markdown(_page_label(session, 0), elem_id='ssn-page')
         view.next_page = gr.Button('Next page', elem_id='ssn-next')
     view.browser = gr.Gallery(value=_shown(session.page(0)) if session.retriever else [],
                               label='Gallery (click an image to make it the reference)',
@@ -303,7 +307,7 @@ def _wire_pages(session: DemoSession, view: SimpleNamespace) -> None:
     def turn(number, delta):
         number = min(max(number + delta, 0), max(session.num_pages - 1, 0))
         items = _shown(session.page(number)) if session.retriever else []
-        return number, items, f'Page {number + 1} of {session.num_pages}'
+        return number, items, _page_label(session, number)
 
     outputs = [view.page, view.browser, view.page_label]
     view.prev_page.click(lambda n: turn(n, -1), [view.page], outputs)

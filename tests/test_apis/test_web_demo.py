@@ -10,6 +10,7 @@ import json
 import os
 import os.path as osp
 import sys
+import time
 
 import pytest
 import torch
@@ -66,6 +67,16 @@ def assert_same_ranking(page, api_results):
         [n for n, _ in api_results], [s for _, s in api_results])
 
 
+def page_parts(app):
+    """The page's components by element id, and its events by (element id, event name)."""
+    by_id = {b.elem_id: b for b in app.blocks.values() if getattr(b, 'elem_id', None)}
+    events = {}
+    for fn in app.fns.values():
+        for target, event in fn.targets:
+            events[(app.blocks[target].elem_id, event)] = fn
+    return by_id, events
+
+
 # ---------------------------------------------------------------------- logic, no browser
 def test_session_pages_and_references(retriever):
     session = DemoSession(retriever, page_size=24)
@@ -76,6 +87,17 @@ def test_session_pages_and_references(retriever):
     assert ref.name == retriever.names[24] and ref.path == retriever.paths[24]
     with pytest.raises(DemoInputError, match='no gallery image at position 30'):
         session.gallery_reference(0, 30)
+    # The edges of a page and of the results: the first is valid, one past the last is not.
+    assert session.gallery_reference(0, 23).name == retriever.names[23]
+    with pytest.raises(DemoInputError, match='no gallery image at position 24 of page 1'):
+        session.gallery_reference(0, 24)
+    steps = session.search(session.gallery_reference(0, 0), 'make it blue', 3, [])
+    assert session.result_reference(steps, 0).name == steps[0].results[0][0]
+    for index in (3, -1):
+        with pytest.raises(DemoInputError, match='no result at that position'):
+            session.result_reference(steps, index)
+    with pytest.raises(DemoInputError, match='no result at that position; search first'):
+        session.result_reference([], 0)
 
 
 def test_session_search_refine_and_history(retriever):
@@ -89,6 +111,13 @@ def test_session_search_refine_and_history(retriever):
     steps = session.search(nxt, 'remove the square', 5, steps)
     assert [s.text for s in steps] == ['make it blue', 'remove the square']
     assert history_html(steps).count('<li>') == 2
+    # A step's time is the query's own, measured around it.
+    start = time.perf_counter()
+    timed = session.search(nxt, 'make it blue', 5, [])[0].seconds
+    assert 0 < timed <= time.perf_counter() - start
+    for empty in (None, '', ' \t'):
+        with pytest.raises(DemoInputError, match='type how the image you look for differs'):
+            session.search(nxt, empty, 5, steps)
     assert session.result_items(steps)[0][1].startswith(f'1. {steps[1].results[0][0]} (')
 
 
@@ -105,6 +134,11 @@ def test_the_results_table_and_the_message_written_out():
         '<table id="ssn-results-table"><tr><th>rank</th><th>image</th><th>cosine</th></tr>'
         '<tr><td>1</td><td class="ssn-name">a&amp;b.png</td><td>0.9877</td></tr>'
         '<tr><td>2</td><td class="ssn-name">c.png</td><td>-0.5000</td></tr></table>')
+    assert history_html([]) == '<p>The steps of your search appear here.</p>'
+    assert history_html([old, step, Step('up.png', 'x', [], 0.2)]) == (
+        '<ol id="ssn-history"><li>old.png + "older" &rarr; z.png</li>'
+        '<li>ref.png + "make it &lt;red&gt;" &rarr; a&amp;b.png</li>'
+        '<li>up.png + "x" &rarr; nothing</li></ol>')
     assert message_html() == message_html('') == '<div id="ssn-message"></div>'
     assert message_html('bad <file>') == (
         '<div id="ssn-message" style="color:#b00020;font-weight:600">bad &lt;file&gt;</div>')
@@ -121,9 +155,15 @@ def test_the_page_opens_with_the_sessions_notice_and_empty_states(retriever):
                             message_html('1 gallery files could not be read', error=False)),
                            (DemoSession(None, error='no images found in /x'),
                             message_html('no images found in /x'))):
-        app = build_app(session, title='test page')
-        by_id = {b.elem_id: b for b in app.blocks.values() if getattr(b, 'elem_id', None)}
+        app = build_app(session)
+        by_id, _ = page_parts(app)
         assert by_id['ssn-message-box'].value == shown
+        assert by_id['ssn-results-box'].value == '<p>No search yet.</p>'
+        assert by_id['ssn-history-box'].value == '<p>The steps of your search appear here.</p>'
+        # The default title, in the browser's tab and as the page's heading.
+        assert app.title == 'ssn_plugin: composed image retrieval'
+        assert [b.value for b in app.blocks.values() if isinstance(b, gr.Markdown)][0] \
+            .startswith('## ssn_plugin: composed image retrieval\n')
     states = [b.value for b in app.blocks.values() if isinstance(b, gr.State)]
     assert sorted(map(repr, states)) == ['0', 'None', '[]']
 
@@ -157,6 +197,41 @@ def test_the_pages_controls_as_a_user_meets_them(retriever):
         ('ssn-next', 'Next page', 'secondary'),
         ('ssn-browser', 'Gallery (click an image to make it the reference)', 8, 'auto', False),
     ]
+
+
+def test_the_pages_events_at_their_edges_and_on_bad_input(retriever):
+    """Every reference event shows its reference in the same four places; a click that
+    names nothing, or Enter with no text, becomes the message and changes nothing else; the
+    page buttons move one page and stop at the ends, on a one-page gallery and on a page
+    with no gallery too."""
+    import gradio as gr
+    from ssn_plugin.apis.web_demo import build_app, message_html
+    _, events = page_parts(build_app(DemoSession(retriever, page_size=8)))
+
+    def out_ids(key):
+        return [getattr(c, 'elem_id', None) for c in events[key].outputs]
+
+    for key in (('ssn-browser', 'select'), ('ssn-results', 'select'), ('ssn-upload', 'upload')):
+        assert out_ids(key) == [None, 'ssn-reference', 'ssn-reference-name', 'ssn-message-box']
+    for key in (('ssn-prev', 'click'), ('ssn-next', 'click')):
+        assert out_ids(key) == [None, 'ssn-browser', 'ssn-page']
+    nowhere = gr.SelectData(None, dict(index=8, value=None))
+    assert events[('ssn-browser', 'select')].fn(0, nowhere) == (gr.update(), ) * 3 + (
+        message_html('no gallery image at position 8 of page 1'), )
+    assert events[('ssn-results', 'select')].fn([], nowhere) == (gr.update(), ) * 3 + (
+        message_html('no result at that position; search first'), )
+    ref = DemoSession(retriever).gallery_reference(0, 0)
+    out = events[('ssn-text', 'submit')].fn(ref, '', 5, [])
+    assert out[:4] == (gr.update(), ) * 4 and 'type how the image' in out[4]
+    number, items, label = events[('ssn-prev', 'click')].fn(2)
+    assert number == 1 and label == f'Page 2 of {-(-len(retriever.names) // 8)}'
+    assert [caption for _, caption in items] == retriever.names[8:16]
+    _, events = page_parts(build_app(DemoSession(retriever, page_size=1000)))
+    number, items, label = events[('ssn-next', 'click')].fn(0)
+    assert (number, label, len(items)) == (0, 'Page 1 of 1', len(retriever.names))
+    by_id, events = page_parts(build_app(DemoSession(None, error='no images found in /x')))
+    assert by_id['ssn-page'].value == 'No gallery' and by_id['ssn-browser'].value == []
+    assert events[('ssn-next', 'click')].fn(0) == (0, [], 'No gallery')
 
 
 def test_session_input_errors(retriever, tmp_path):
@@ -378,11 +453,7 @@ def test_the_pages_events_in_process(retriever, tmp_path):
     from ssn_plugin.apis.web_demo import Reference, build_app, message_html
     session = DemoSession(retriever, page_size=8)
     app = build_app(session, title='test page')
-    by_id = {b.elem_id: b for b in app.blocks.values() if getattr(b, 'elem_id', None)}
-    events = {}
-    for fn in app.fns.values():
-        for target, event in fn.targets:
-            events[(app.blocks[target].elem_id, event)] = fn
+    by_id, events = page_parts(app)
     assert sorted(events) == [('ssn-browser', 'select'), ('ssn-next', 'click'),
                               ('ssn-prev', 'click'), ('ssn-results', 'select'),
                               ('ssn-search', 'click'), ('ssn-text', 'submit'),
