@@ -291,8 +291,12 @@ def test_max_keep_ckpts_2_keeps_the_last_two_and_names_the_last(trained, tmp_pat
     hook = next(h for h in runner.hooks if type(h).__name__ == 'SafeCheckpointHook')
     assert hook.last_ckpt == newest and runner.message_hub.get_info('last_ckpt') == newest
     assert runner.message_hub.get_info('keep_ckpt_ids') == [2, 3]
-    saved = torch.load(newest, weights_only=False)['message_hub']['runtime_info']
+    checkpoint = torch.load(newest, weights_only=False)
+    saved = checkpoint['message_hub']['runtime_info']
     assert saved['last_ckpt'] == newest and saved['keep_ckpt_ids'] == [2, 3]
+    # What a resume needs: the epoch done (by epoch: 3 after epoch 3), optimizer, schedulers.
+    assert checkpoint['meta']['epoch'] == 3 and checkpoint['meta']['iter'] == runner.iter
+    assert checkpoint['optimizer']['state'] and 'param_schedulers' in checkpoint
 
 
 def test_max_keep_ckpts_0_keeps_every_checkpoint_as_mmengine_does(trained, tmp_path):
@@ -300,6 +304,23 @@ def test_max_keep_ckpts_0_keeps_every_checkpoint_as_mmengine_does(trained, tmp_p
     resume(trained, work, max_epochs=2, **{'default_hooks.checkpoint.max_keep_ckpts': 0})
     assert sorted(f for f in os.listdir(work) if f.startswith('epoch_')) == [
         'epoch_1.pth', 'epoch_2.pth']
+
+
+def test_save_optimizer_false_and_several_best_keys(trained, tmp_path):
+    """save_optimizer / save_param_scheduler False leave them out of the checkpoint; with two
+    save_best keys, each key keeps its own best file and the hook names it."""
+    work = copy_run(trained, tmp_path)
+    runner = resume(trained, work, **{
+        'default_hooks.checkpoint.save_optimizer': False,
+        'default_hooks.checkpoint.save_param_scheduler': False,
+        'default_hooks.checkpoint.save_best': ['cirr/Avg', 'cirr/R@1']})
+    checkpoint = torch.load(osp.join(work, 'epoch_2.pth'), weights_only=False)
+    assert 'optimizer' not in checkpoint and 'param_schedulers' not in checkpoint
+    hook = next(h for h in runner.hooks if type(h).__name__ == 'SafeCheckpointHook')
+    assert hook.best_ckpt_path_dict == {
+        'cirr/Avg': osp.join(work, 'best_cirr_Avg_epoch_2.pth'),
+        'cirr/R@1': osp.join(work, 'best_cirr_R@1_epoch_2.pth')}
+    assert all(osp.isfile(path) for path in hook.best_ckpt_path_dict.values())
 
 
 @pytest.mark.slow
