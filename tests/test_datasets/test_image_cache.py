@@ -237,3 +237,25 @@ def test_concurrent_builders_cannot_crash_each_other(cirr, tmp_path):
     assert [f for f in os.listdir(cache) if not f.startswith('.')] == os.listdir(cache)
     store = osp.join(cache, os.listdir(cache)[0])
     assert not [f for f in os.listdir(store) if f.endswith('.tmp')]
+
+
+@pytest.mark.parametrize('progress', [True, False])
+def test_a_build_shows_a_bar_to_the_last_image_unless_told_not_to(cirr, tmp_path, monkeypatch,
+                                                                  progress):
+    import io
+    from ssn_plugin.datasets.image_cache import ImageStore
+    bars, real = [], cache_module.ProgressBar
+
+    def recorded(task_num):  # mmengine's bar, written into a buffer this test reads
+        bars.append(real(task_num, file=io.StringIO()))
+        return bars[-1]
+
+    monkeypatch.setattr(cache_module, 'ProgressBar', recorded)
+    data = dataset(cirr, 'val', QUERY_PIPELINE, tmp=tmp_path)
+    paths = sorted(set(data.image_paths()))
+    ImageStore.build(str(tmp_path / 'store'), paths, list(data.gallery_pipeline)[:2],
+                     workers=1, progress=progress)
+    if progress:
+        assert len(bars) == 1 and f'] {len(paths)}/{len(paths)},' in bars[0].file.getvalue()
+    else:
+        assert bars == []
