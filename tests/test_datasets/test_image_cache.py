@@ -239,9 +239,12 @@ def test_concurrent_builders_cannot_crash_each_other(cirr, tmp_path):
     assert not [f for f in os.listdir(store) if f.endswith('.tmp')]
 
 
-@pytest.mark.parametrize('progress', [True, False])
+@pytest.mark.parametrize('via', ['store', 'dataset', 'quiet'])
 def test_a_build_shows_a_bar_to_the_last_image_unless_told_not_to(cirr, tmp_path, monkeypatch,
-                                                                  progress):
+                                                                  via):
+    """ImageStore.build and the dataset's cache build (what the Runner and
+    tools/build_image_cache.py call) show mmengine's bar up to the last image; progress=False
+    shows none."""
     import io
     from ssn_plugin.datasets.image_cache import ImageStore
     bars, real = [], cache_module.ProgressBar
@@ -253,9 +256,30 @@ def test_a_build_shows_a_bar_to_the_last_image_unless_told_not_to(cirr, tmp_path
     monkeypatch.setattr(cache_module, 'ProgressBar', recorded)
     data = dataset(cirr, 'val', QUERY_PIPELINE, tmp=tmp_path)
     paths = sorted(set(data.image_paths()))
-    ImageStore.build(str(tmp_path / 'store'), paths, list(data.gallery_pipeline)[:2],
-                     workers=1, progress=progress)
-    if progress:
-        assert len(bars) == 1 and f'] {len(paths)}/{len(paths)},' in bars[0].file.getvalue()
+    if via == 'dataset':
+        dataset(cirr, 'val', QUERY_PIPELINE, str(tmp_path / 'cache'), tmp_path) \
+            .prepare_image_caches(workers=1)
     else:
+        ImageStore.build(str(tmp_path / 'store'), paths, list(data.gallery_pipeline)[:2],
+                         workers=1, progress=via == 'store')
+    if via == 'quiet':
         assert bars == []
+    else:
+        assert len(bars) == 1 and f'] {len(paths)}/{len(paths)},' in bars[0].file.getvalue()
+
+
+def test_a_store_pickles_without_its_pixels_and_maps_them_again(cirr, tmp_path):
+    """What a data loader worker receives: the store without its mapped array (a few kB, not
+    the images), which maps the file again on first use and reads the same pixels."""
+    import pickle
+    from ssn_plugin.datasets.image_cache import ImageStore
+    data = dataset(cirr, 'val', QUERY_PIPELINE, tmp=tmp_path)
+    paths = sorted(set(data.image_paths()))
+    store = ImageStore.build(str(tmp_path / 'store'), paths, list(data.gallery_pipeline)[:2],
+                             workers=1, progress=False)
+    first = store.get(paths[3])
+    blob = pickle.dumps(store)
+    assert len(blob) < store.images.nbytes / 4
+    again = pickle.loads(blob)
+    assert again._images is None and np.array_equal(again.get(paths[3]), first)
+    assert store._images is not None  # the original keeps its map
