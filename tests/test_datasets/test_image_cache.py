@@ -10,7 +10,7 @@ import torch
 from helpers import GALLERY_PIPELINE, QUERY_PIPELINE, TRAIN_PIPELINE, make_tiny_cirr, write_image
 from ssn_plugin.datasets import CIRR
 from ssn_plugin.datasets import image_cache as cache_module
-from ssn_plugin.datasets.image_cache import CachedCIRImages, StaleCacheError
+from ssn_plugin.datasets.image_cache import CachedCIRImages, ImageStore, StaleCacheError
 from ssn_plugin.datasets.transforms import fill_image_size
 
 PADDED = [dict(type='LoadCIRImages', keys=('ref_img', 'tgt_img')),
@@ -29,6 +29,13 @@ def cirr(tmp_path):
     root = str(tmp_path / 'cirr')
     make_tiny_cirr(root)
     return root
+
+
+def store_inputs(root, tmp):
+    """The val split's image files and the transforms a store of them runs (the gallery
+    pipeline's load and resize, without PackCIRInputs)."""
+    data = dataset(root, 'val', QUERY_PIPELINE, tmp=tmp)
+    return sorted(set(data.image_paths())), list(data.gallery_pipeline)[:2]
 
 
 def dataset(root, split, pipeline, cache=None, tmp=None, size=(32, 32)):
@@ -246,7 +253,6 @@ def test_a_build_shows_a_bar_to_the_last_image_unless_told_not_to(cirr, tmp_path
     tools/build_image_cache.py call) show mmengine's bar up to the last image; progress=False
     shows none."""
     import io
-    from ssn_plugin.datasets.image_cache import ImageStore
     bars, real = [], cache_module.ProgressBar
 
     def recorded(task_num):  # mmengine's bar, written into a buffer this test reads
@@ -254,14 +260,13 @@ def test_a_build_shows_a_bar_to_the_last_image_unless_told_not_to(cirr, tmp_path
         return bars[-1]
 
     monkeypatch.setattr(cache_module, 'ProgressBar', recorded)
-    data = dataset(cirr, 'val', QUERY_PIPELINE, tmp=tmp_path)
-    paths = sorted(set(data.image_paths()))
+    paths, transforms = store_inputs(cirr, tmp_path)
     if via == 'dataset':
         dataset(cirr, 'val', QUERY_PIPELINE, str(tmp_path / 'cache'), tmp_path) \
             .prepare_image_caches(workers=1)
     else:
-        ImageStore.build(str(tmp_path / 'store'), paths, list(data.gallery_pipeline)[:2],
-                         workers=1, progress=via == 'store')
+        ImageStore.build(str(tmp_path / 'store'), paths, transforms, workers=1,
+                         progress=via == 'store')
     if via == 'quiet':
         assert bars == []
     else:
@@ -272,11 +277,9 @@ def test_a_store_pickles_without_its_pixels_and_maps_them_again(cirr, tmp_path):
     """What a data loader worker receives: the store without its mapped array (a few kB, not
     the images), which maps the file again on first use and reads the same pixels."""
     import pickle
-    from ssn_plugin.datasets.image_cache import ImageStore
-    data = dataset(cirr, 'val', QUERY_PIPELINE, tmp=tmp_path)
-    paths = sorted(set(data.image_paths()))
-    store = ImageStore.build(str(tmp_path / 'store'), paths, list(data.gallery_pipeline)[:2],
-                             workers=1, progress=False)
+    paths, transforms = store_inputs(cirr, tmp_path)
+    store = ImageStore.build(str(tmp_path / 'store'), paths, transforms, workers=1,
+                             progress=False)
     first = store.get(paths[3])
     blob = pickle.dumps(store)
     assert len(blob) < store.images.nbytes / 4

@@ -20,8 +20,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from helpers import TINY_CLIP, make_tiny_cirr, write_tiny_config
-from ssn_plugin.engine import (NothingToResume, UnsafeFileError, load_local_checkpoint,
-                               plain_data)
+from ssn_plugin.engine import (NothingToResume, SafeCheckpointHook, UnsafeFileError,
+                               load_local_checkpoint, plain_data)
 from ssn_plugin.engine.checkpoint import _safe_globals, safe_load
 
 RUNS = iter(range(10**6))
@@ -82,6 +82,10 @@ def edit_checkpoint(path: str, edit) -> None:
     checkpoint = torch.load(path, weights_only=False)  # our own file
     edit(checkpoint)
     torch.save(checkpoint, path)
+
+
+def checkpoint_hook(runner) -> SafeCheckpointHook:
+    return next(h for h in runner.hooks if isinstance(h, SafeCheckpointHook))
 
 
 def resume(trained, work, max_epochs=2, **cfg_options):
@@ -288,7 +292,7 @@ def test_max_keep_ckpts_2_keeps_the_last_two_and_names_the_last(trained, tmp_pat
     assert sorted(f for f in os.listdir(work) if f.startswith('epoch_')) == [
         'epoch_2.pth', 'epoch_3.pth']
     newest = osp.join(work, 'epoch_3.pth')
-    hook = next(h for h in runner.hooks if type(h).__name__ == 'SafeCheckpointHook')
+    hook = checkpoint_hook(runner)
     assert hook.last_ckpt == newest and runner.message_hub.get_info('last_ckpt') == newest
     assert runner.message_hub.get_info('keep_ckpt_ids') == [2, 3]
     checkpoint = torch.load(newest, weights_only=False)
@@ -316,7 +320,7 @@ def test_save_optimizer_false_and_several_best_keys(trained, tmp_path):
         'default_hooks.checkpoint.save_best': ['cirr/Avg', 'cirr/R@1']})
     checkpoint = torch.load(osp.join(work, 'epoch_2.pth'), weights_only=False)
     assert 'optimizer' not in checkpoint and 'param_schedulers' not in checkpoint
-    hook = next(h for h in runner.hooks if type(h).__name__ == 'SafeCheckpointHook')
+    hook = checkpoint_hook(runner)
     assert hook.best_ckpt_path_dict == {
         'cirr/Avg': osp.join(work, 'best_cirr_Avg_epoch_2.pth'),
         'cirr/R@1': osp.join(work, 'best_cirr_R@1_epoch_2.pth')}
