@@ -75,6 +75,35 @@ def test_freeze_defaults_to_the_second_epoch_and_says_what_it_caches():
         dataset=SimpleNamespace())))
 
 
+def test_after_each_epoch_the_hook_reports_what_the_feature_cache_saved():
+    """The line a user reads to know the cache works: its size, the encodings it reused and
+    those it computed, for the epoch that just ended; nothing when there is no cache or it is
+    still empty."""
+    from unittest import mock
+
+    class Cache(dict):
+        hits, misses = 7, 3
+
+    hook = HOOKS.build(dict(type='FreezeVisionTowerHook'))
+    messages = []
+
+    def after_epoch(cache, epoch=4):
+        clip = SimpleNamespace() if cache == 'absent' else SimpleNamespace(feature_cache=cache)
+        model = SimpleNamespace(clip=clip)
+        messages.clear()
+        with mock.patch('ssn_plugin.engine.hooks.freeze_vision_tower_hook.print_log',
+                        lambda msg, **kw: messages.append((msg, kw.get('logger')))):
+            hook.after_train_epoch(SimpleNamespace(model=model, epoch=epoch))
+        return messages
+
+    assert after_epoch(Cache(a=1, b=2)) == [(
+        'Epoch 4: feature cache holds 2 images; 7 image encodings reused, 3 computed so far',
+        'current')]
+    assert after_epoch(Cache()) == []  # empty: nothing cached yet
+    assert after_epoch(None) == []  # no cache configured
+    assert after_epoch('absent') == []  # a backbone without the attribute
+
+
 def test_epoch_seed_hook_seeds_from_the_run_seed_and_the_epoch():
     """Each epoch's random streams (Python, numpy, torch) are a function of (run seed, epoch):
     the same pair gives the same draws, another epoch or another run seed other draws."""

@@ -66,20 +66,30 @@ def confine_paths(runtime_info: dict, work_dir: str) -> list:
     return dropped
 
 
+def _as_lists(value):
+    """``value`` with every tuple a list: ``betas=(0.9, 0.98)`` in a config file and
+    ``betas=[0.9,0.98]`` on the command line are one setting."""
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    return value
+
+
 def optimizer_changes(saved: dict, current: dict, prefix: str = 'optim_wrapper') -> list:
-    """``key: saved -> current`` for every optimizer setting that differs."""
+    """``key: saved -> current`` for every optimizer setting that differs (a tuple and a list
+    of equal items do not differ)."""
     changes = []
     for key in sorted(set(saved) | set(current), key=str):
         old, new = saved.get(key, '<unset>'), current.get(key, '<unset>')
         if isinstance(old, dict) and isinstance(new, dict):
             changes += optimizer_changes(old, new, f'{prefix}.{key}')
-        elif old != new:
+        elif _as_lists(old) != _as_lists(new):
             changes.append(f'{prefix}.{key}: {old!r} in the checkpoint, {new!r} now')
     return changes
 
 
 def plain_optim_cfg(cfg) -> dict:
-    """The run's ``optim_wrapper`` config as plain data (lists for tuples, as it is saved)."""
+    """The run's ``optim_wrapper`` config as plain data (dicts, not ConfigDicts), as a
+    checkpoint records it."""
     return Config(dict(optim_wrapper=cfg.get('optim_wrapper', {}))).to_dict()['optim_wrapper']
 
 
