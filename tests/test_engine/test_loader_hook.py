@@ -29,7 +29,7 @@ def test_latest_checkpoint_is_taken_by_file_name_inside_the_work_dir(tmp_path):
     assert loader.latest_checkpoint(str(work)) is None  # no record: nothing to resume
     touch(work / 'epoch_3.pth')
     # An absolute path elsewhere (a copied work dir) and surrounding white space.
-    (work / 'last_checkpoint').write_text(f'  /elsewhere/original/epoch_3.pth\n')
+    (work / 'last_checkpoint').write_text('  /elsewhere/original/epoch_3.pth\n')
     assert loader.latest_checkpoint(str(work)) == osp.join(str(work), 'epoch_3.pth')
 
 
