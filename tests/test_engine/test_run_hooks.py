@@ -1,6 +1,8 @@
 """GalleryFeatureHook and ImageSizeFromModelHook with stand-in runners: what the gallery loader
 is built with, how features are put in gallery order, which metric gets what, which loop a
 hook prepares and what it says. The same hooks in real runs: ``test_gallery_contract.py``."""
+import os.path as osp
+from collections import deque
 from types import SimpleNamespace
 
 import pytest
@@ -195,3 +197,36 @@ def test_a_model_without_a_size_or_a_dataset_without_resize_steps_is_left_alone(
     # Not a CIR dataset: nothing to prepare (a plain list has no prepare_for_model).
     size_hook.ImageSizeFromModelHook().before_train(size_runner(['x']))
     assert size_hook.ImageSizeFromModelHook.priority == 'ABOVE_NORMAL'  # before the gallery
+
+
+class SavingRunner:
+    """What SafeCheckpointHook's save step uses of a Runner; records each save."""
+
+    def __init__(self, work_dir):
+        self.work_dir, self.saved, self.info = str(work_dir), [], {}
+        self.message_hub = SimpleNamespace(update_info=self.info.__setitem__)
+
+    def save_checkpoint(self, out_dir, filename, file_client_args=None, **kwargs):
+        with open(osp.join(out_dir, filename), 'wb') as f:
+            f.write(filename.encode())
+        self.saved.append((filename, kwargs))
+
+
+def test_a_checkpoint_save_passes_every_argument_on_and_prunes_after_writing(tmp_path):
+    hook = HOOKS.build(dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=1,
+                            save_optimizer=False, extra_flag=3))  # extra: to save_checkpoint
+    hook.out_dir = str(tmp_path)
+    hook.keep_ckpt_ids = deque(maxlen=1)  # as before_train sets it up
+    runner = SavingRunner(tmp_path)
+    hook._save_checkpoint_with_step(runner, 1, meta={'epoch': 1})
+    [(written, kwargs)] = runner.saved
+    assert written == '.epoch_1.pth.tmp'  # a temporary file, renamed once written
+    assert kwargs == dict(save_optimizer=False, save_param_scheduler=True, meta={'epoch': 1},
+                          by_epoch=True, backend_args=None, extra_flag=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth', 'last_checkpoint']
+    assert (tmp_path / 'last_checkpoint').read_text() == 'epoch_1.pth'  # by name
+    assert runner.info == {'keep_ckpt_ids': [1], 'last_ckpt': str(tmp_path / 'epoch_1.pth')}
+    assert 'save_checkpoint' not in vars(runner)  # the Runner's own method again
+    hook._save_checkpoint_with_step(runner, 2, meta={'epoch': 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_2.pth', 'last_checkpoint']
+    assert runner.info['keep_ckpt_ids'] == [2]
