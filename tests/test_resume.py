@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from helpers import (PROJECT_ROOT, TINY_CLIP, dist_env, free_port, make_tiny_cirr,
-                     write_tiny_config)
+                     run_with_deadline, write_tiny_config)
 
 KILLER = '''
 import os
@@ -105,10 +105,9 @@ def test_a_killed_rank_stops_the_run_and_resume_continues(tmp_path):
     gloo = ['--cfg-options', 'env_cfg.dist_cfg.backend=gloo', 'model_wrapper_cfg.device_ids=None']
     env = dict(dist_env(), PYTHONPATH=str(tmp_path))
     start = time.perf_counter()
-    killed = subprocess.run(
+    killed = run_with_deadline(
         ['bash', osp.join(PROJECT_ROOT, 'tools', 'dist_train.sh'), str(killed_config), '2',
-         '--work-dir', work_dir, *gloo], cwd=str(tmp_path), capture_output=True, text=True,
-        env=env, timeout=300)
+         '--work-dir', work_dir, *gloo], cwd=str(tmp_path), env=env)
     out = killed.stdout + killed.stderr
     # torchrun names the failed process (the killed one, or the one that lost its peer first).
     assert killed.returncode != 0 and 'ChildFailedError' in out, out[-3000:]
@@ -116,9 +115,8 @@ def test_a_killed_rank_stops_the_run_and_resume_continues(tmp_path):
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
     assert not osp.exists(osp.join(work_dir, 'epoch_2.pth'))
     env['PORT'] = str(free_port())  # PORT + 1 may be taken; ask the OS for a free one
-    resumed = subprocess.run(
+    resumed = run_with_deadline(
         ['bash', osp.join(PROJECT_ROOT, 'tools', 'dist_train.sh'), config, '2', '--work-dir',
-         work_dir, '--resume', *gloo], cwd=str(tmp_path), capture_output=True, text=True,
-        env=env, timeout=300)
+         work_dir, '--resume', *gloo], cwd=str(tmp_path), env=env)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     assert osp.isfile(osp.join(work_dir, 'epoch_2.pth'))

@@ -5,15 +5,14 @@ import glob
 import json
 import os.path as osp
 import re
-import subprocess
 import sys
 
 import pytest
 from mmengine.config import Config
 
 from helpers import (GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TINY_CLIP, TRAIN_PIPELINE,
-                     dist_env, make_standin_circo, make_tiny_cirr, make_tiny_fiq, run_tool, tool,
-                     write_tiny_config)
+                     dist_env, make_standin_circo, make_tiny_cirr, make_tiny_fiq, run_tool,
+                     run_with_deadline, tool, write_tiny_config)
 
 sys.path.insert(0, osp.join(PROJECT_ROOT, 'tools'))
 import test as test_tool  # noqa: E402
@@ -127,12 +126,12 @@ def test_two_process_test_equals_one(trained, tested):
     """Two CPU processes (gloo) give exactly the single-process numbers."""
     root = trained['root']
     dist_file = str(root / 'metrics_dist.json')
-    result = subprocess.run(
+    result = run_with_deadline(
         ['bash', osp.join(PROJECT_ROOT, 'tools', 'dist_test.sh'), trained['config'],
          trained['ckpt'], '2', '--work-dir', str(root / 'dist'), '--out', dist_file,
          '--export-dir', str(root / 'submission_dist'), '--cfg-options',
          'env_cfg.dist_cfg.backend=gloo', 'model_wrapper_cfg.device_ids=None'],
-        cwd=str(root), capture_output=True, text=True, env=dist_env())
+        cwd=str(root), env=dist_env())
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     with open(dist_file) as f:
         assert json.load(f) == tested['metrics']
@@ -297,11 +296,11 @@ def test_dist_train_two_cpu_processes(tmp_path, tiny_clip_file):
     config = write_tiny_config(tmp_path, data_root, tiny_clip_file, max_epochs=1)
     work_dir = tmp_path / 'work'
     env = dist_env()
-    result = subprocess.run(
+    result = run_with_deadline(
         ['bash', osp.join(PROJECT_ROOT, 'tools', 'dist_train.sh'), config, '2', '--work-dir',
          str(work_dir), '--cfg-options', 'env_cfg.dist_cfg.backend=gloo',
          'model_wrapper_cfg.device_ids=None'],
-        cwd=str(tmp_path), capture_output=True, text=True, env=env)
+        cwd=str(tmp_path), env=env)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
     # 24 triplets, batch 4 per process: 3 iterations per epoch on each of the 2 ranks.

@@ -9,12 +9,13 @@ from .data import (GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, SHARED_DATA, 
                    make_tiny_fiq, shared_data, tiny_ssn_cfg, write_image,
                    write_standin_images, write_triplets)
 from .browser import free_port
-from .tools import dist_env, run_tool, tool, write_tiny_config
+from .tools import dist_env, run_tool, run_with_deadline, tool, write_tiny_config
 
 __all__ = [
     'GALLERY_PIPELINE', 'PROJECT_ROOT', 'QUERY_PIPELINE', 'SHARED_DATA', 'TINY_CLIP',
     'TRAIN_PIPELINE', 'cirr_as_triplets', 'write_triplets',
     'make_standin_circo', 'make_tiny_cirr', 'make_tiny_fiq', 'shared_data',
-    'tiny_ssn_cfg', 'write_image', 'write_standin_images', 'dist_env', 'run_tool', 'tool',
+    'tiny_ssn_cfg', 'write_image', 'write_standin_images', 'dist_env', 'run_tool',
+    'run_with_deadline', 'tool',
     'write_tiny_config', 'free_port'
 ]

@@ -1,9 +1,14 @@
 """Running the command-line tools from tests: a tiny config over the real recipe, a tool run
-in a subprocess, the environment of a dist_*.sh run."""
+in a subprocess, a run of several processes with a deadline, the environment of a dist_*.sh
+run."""
 import os
 import os.path as osp
+import signal
 import subprocess
 import sys
+import time
+
+import pytest
 
 from .browser import free_port
 from .data import GALLERY_PIPELINE, PROJECT_ROOT, QUERY_PIPELINE, TRAIN_PIPELINE
@@ -41,6 +46,61 @@ def run_tool(args, cwd):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     return output
+
+
+# A multi-process run (torchrun, mp.spawn) of the tests takes under a minute on 2 cores.
+DEADLINE_S = 240
+
+
+def run_with_deadline(args, deadline_s: float = DEADLINE_S, **kwargs):
+    """``subprocess.run(args, capture_output=True, text=True, **kwargs)`` that cannot hang.
+
+    After ``deadline_s`` every process the run started (torchrun's workers too, which sit in
+    sessions of their own) gets SIGABRT, on which Python processes print the stacks of all
+    their threads (``PYTHONFAULTHANDLER`` is set for them), then SIGKILL; the test fails with
+    those stacks. A process stuck inside C++ (a gloo peer that never answers) cannot be
+    interrupted by pytest-timeout's signal; this bounds it anyway.
+    """
+    env = dict(kwargs.pop('env', None) or os.environ, PYTHONFAULTHANDLER='1')
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env, **kwargs)
+    try:
+        stdout, stderr = process.communicate(timeout=deadline_s)
+    except subprocess.TimeoutExpired:
+        # The tree is read once: a process that dies leaves its children to init. One at a
+        # time, so that the stacks do not interleave on the shared stderr.
+        tree = [*descendants(process.pid), process.pid]
+        for sig, pause in ((signal.SIGABRT, 0.5), (signal.SIGKILL, 0)):
+            for pid in tree:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+                time.sleep(pause)
+        stdout, stderr = process.communicate()
+        pytest.fail(f'{" ".join(map(str, args))[:300]}\ndid not end within {deadline_s} s; '
+                    f'the stacks of its processes:\n{(stdout + stderr)[-20000:]}')
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+def descendants(pid: int) -> list:
+    """The process ids below ``pid`` (children, their children, ...), read from /proc."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                parent = int(f.read().rsplit(')', 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # ended meanwhile
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
 
 
 def dist_env() -> dict:

@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 
 from helpers import GALLERY_PIPELINE, QUERY_PIPELINE, TINY_CLIP, tiny_ssn_cfg, write_image
-from helpers.tools import dist_env, run_tool, tool
+from helpers.tools import dist_env, run_tool, run_with_deadline, tool
 from ssn_plugin.apis import CIRRetriever
 from ssn_plugin.index import IndexFolder
 from ssn_plugin.registry import MODELS
@@ -147,9 +147,8 @@ def test_two_process_build_equals_one_process_build(setup, tmp_path):
     common = ['--gallery', gallery, '--shard-rows', '2', '--batch-size', '2']
     subprocess.run([env['PYTHON'], tool('build_index.py'), config, ckpt, '--out', one,
                     '--device', 'cpu', *common], check=True, env=env, capture_output=True)
-    result = subprocess.run(['bash', tool('dist_build_index.sh'), config, ckpt, '2', '--out',
-                             two, '--device', 'cpu', *common], env=env, capture_output=True,
-                            text=True, timeout=240)
+    result = run_with_deadline(['bash', tool('dist_build_index.sh'), config, ckpt, '2', '--out',
+                                two, '--device', 'cpu', *common], env=env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     manifest_one, shards_one = shards_of(one)
     manifest_two, shards_two = shards_of(two)

@@ -3,10 +3,17 @@
 Each process runs the model on its half of one batch, the loss gathers queries and targets with
 gradients, and the gradients are averaged across processes as DDP does. The losses and every
 parameter's gradient must equal those of one process with the whole batch.
+
+The two processes never start from the test process itself: a separate Python process spawns
+them, they meet through a file (not a TCP port), and the test waits with a deadline
+(``run_with_deadline``: on expiry every process prints its stacks and is killed). A hang inside
+gloo's C++, twice seen in CI with torch 2.4.1 where pytest-timeout's signal could not interrupt
+the test process, then fails in minutes and says where, instead of stalling CI for 90 minutes.
+The 1-process check in this process meets through an in-memory store.
 """
 import datetime
 import os
-import socket
+import sys
 
 import pytest
 import torch
@@ -14,12 +21,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from mmengine.structures import BaseDataElement
 
-from helpers import TINY_CLIP, tiny_ssn_cfg
+from helpers import TINY_CLIP, run_with_deadline, tiny_ssn_cfg
 from ssn_plugin.registry import MODELS
 
 TEXTS = ['make it red', 'remove the dog and add two cats', 'a', 'the same but bigger',
          'blue', 'no people, add a beach and a boat on the left', 'x', 'larger']
 LOSS_KEYS = ('loss_con', 'loss_kl')
+# (gather, degradation) of the two-process runs, each saved as two_<gather>_<degradation>.pth.
+RUNS = ((True, True), (True, False), (False, True))
 # A process that cannot reach its peer fails after this, rather than gloo's 30 minutes.
 PEER_TIMEOUT = datetime.timedelta(seconds=90)
 
@@ -48,8 +57,8 @@ def step(model, part: slice):
     return {k: losses[k].detach() for k in keys}, grads
 
 
-def worker(rank: int, world: int, port: int, gather: bool, out: str, degradation: bool):
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+def worker(rank: int, world: int, rendezvous: str, gather: bool, out: str, degradation: bool):
+    dist.init_process_group('gloo', init_method=f'file://{rendezvous}', rank=rank,
                             world_size=world, timeout=PEER_TIMEOUT)
     torch.set_num_threads(1)
     per = len(TEXTS) // world
@@ -63,25 +72,34 @@ def worker(rank: int, world: int, port: int, gather: bool, out: str, degradation
     dist.destroy_process_group()
 
 
-def run_two_processes(tmp_path, gather: bool, degradation: bool = True) -> dict:
-    port = free_port()
-    out = str(tmp_path / f'two_{gather}_{degradation}.pth')
-    mp.spawn(worker, args=(2, port, gather, out, degradation), nprocs=2, join=True)
-    return torch.load(out, weights_only=True)
+def spawn_runs(out_dir: str):
+    """Entry point of the separate process: the RUNS, two gloo processes each."""
+    for gather, degradation in RUNS:
+        name = f'{gather}_{degradation}'
+        mp.spawn(worker, nprocs=2, join=True,
+                 args=(2, os.path.join(out_dir, f'rendezvous_{name}'), gather,
+                       os.path.join(out_dir, f'two_{name}.pth'), degradation))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
+def run_two_processes(tmp_path) -> dict:
+    """The RUNS' results, {(gather, degradation): saved dict}, from a separate process."""
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1'),
+               # The same modules as this process (mutation testing puts its mutants first).
+               PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), *sys.path]))
+    code = f'import {__name__.rsplit(".", 1)[-1]} as t, sys; t.spawn_runs(sys.argv[1])'
+    result = run_with_deadline([sys.executable, '-c', code, str(tmp_path)], env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-20000:]
+    return {run: torch.load(str(tmp_path / f'two_{run[0]}_{run[1]}.pth'), weights_only=True)
+            for run in RUNS}
 
 
 def check_gather_in_this_process():
     """The autograd gather on a 1-process group: identity forward, identity gradient. Run in
-    this process also so that tools that trace calls (mutation testing) see the function."""
+    this process also so that tools that trace calls (mutation testing) see the function; the
+    group meets through an in-memory store (no port, no thread waiting on a peer)."""
     from ssn_plugin.models.losses import _GatherWithGrad
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0,
-                            world_size=1, timeout=PEER_TIMEOUT)
+    dist.init_process_group('gloo', store=dist.HashStore(), rank=0, world_size=1,
+                            timeout=PEER_TIMEOUT)
     try:
         x = torch.randn(3, 4, requires_grad=True)
         y = _GatherWithGrad.apply(x)
@@ -93,10 +111,10 @@ def check_gather_in_this_process():
 
 @pytest.mark.slow
 def test_two_processes_equal_one_with_the_whole_batch(tmp_path):
-    os.environ.setdefault('OMP_NUM_THREADS', '1')
     check_gather_in_this_process()
     single_losses, single_grads = step(build(gather=True), slice(None))
-    two = run_two_processes(tmp_path, gather=True)
+    runs = run_two_processes(tmp_path)
+    two = runs[True, True]
     for key in LOSS_KEYS:
         assert torch.allclose(two['losses'][key], single_losses[key], rtol=1e-5, atol=1e-6), key
     assert set(two['grads']) == set(single_grads)
@@ -107,8 +125,8 @@ def test_two_processes_equal_one_with_the_whole_batch(tmp_path):
     assert worst < 5e-5, worst
 
     # Degradation off (no complementary branch): gathering skips the missing q-.
-    no_kl = run_two_processes(tmp_path, gather=True, degradation=False)['losses']
+    no_kl = runs[True, False]['losses']
     assert set(no_kl) == {'loss_con'} and no_kl['loss_con'] > 0
     # Without gathering each process only sees its half: a different objective.
-    local = run_two_processes(tmp_path, gather=False)
-    assert not torch.allclose(local['losses']['loss_con'], single_losses['loss_con'])
+    local = runs[False, True]['losses']
+    assert not torch.allclose(local['loss_con'], single_losses['loss_con'])
