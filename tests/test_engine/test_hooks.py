@@ -124,6 +124,27 @@ def test_epoch_seed_hook_seeds_from_the_run_seed_and_the_epoch():
     assert len(set(draws(None, 2))) == 3  # a runner without a seed still gets reseeded
 
 
+@pytest.mark.parametrize('seed, epoch, rank', [(7, 3, 0), (7, 3, 2), (0, 1, 1),
+                                               (2**32 + 5, 0, 0)])
+def test_epoch_seed_hook_uses_the_documented_seed(monkeypatch, seed, epoch, rank):
+    """The seed of an epoch is run seed + 1000 * epoch + 1_000_003 * rank (numpy's taken mod
+    2**32, its range): a run resumed with a later version repeats the same epoch, and no two
+    ranks share a stream."""
+    import random
+
+    import numpy as np
+    import torch
+    from ssn_plugin.engine.hooks import epoch_seed_hook
+    monkeypatch.setattr(epoch_seed_hook, 'get_rank', lambda: rank)
+    HOOKS.build(dict(type='EpochSeedHook')).before_train_epoch(
+        SimpleNamespace(seed=seed, epoch=epoch))
+    expected = seed + 1000 * epoch + 1_000_003 * rank
+    assert random.random() == random.Random(expected).random()
+    assert np.random.rand() == np.random.RandomState(expected % 2**32).rand()
+    assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(
+        expected)))
+
+
 def test_a_folder_that_cannot_be_synced_still_gets_the_file(tmp_path, monkeypatch):
     """Some file systems refuse to open or fsync a directory: the rename has happened, the
     file is in place, and the write is not an error."""

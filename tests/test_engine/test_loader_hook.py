@@ -142,9 +142,11 @@ class Loop(BaseLoop):
         pass
 
 
-def fake_runner(work_dir, resume=False, load_from=None, training=True, model=None, cfg=None):
+def fake_runner(work_dir, resume=False, load_from=None, training=True, model=None, cfg=None,
+                param_schedulers=None):
     return SimpleNamespace(
         _resume=resume, _load_from=load_from, work_dir=str(work_dir), model=model,
+        param_schedulers=param_schedulers,
         _train_loop=object.__new__(Loop) if training else dict(type='EpochBasedTrainLoop'),
         cfg=cfg if cfg is not None else Config(dict(optim_wrapper=dict(
             optimizer=dict(type='SGD', lr=0.1)))))
@@ -229,7 +231,8 @@ def test_after_load_on_resume_confines_paths_and_refuses_other_optimizer_setting
     hook.before_run(runner)
     saved = loader.plain_optim_cfg(runner.cfg)
     info = {'best_ckpt': '/victim/best.pth', 'last_ckpt': '/victim/epoch_1.pth'}
-    checkpoint = {'state_dict': model.state_dict(), 'meta': {loader.OPTIM_KEY: saved},
+    checkpoint = {'state_dict': model.state_dict(), 'optimizer': {},
+                  'meta': {'epoch': 1, 'iter': 3, loader.OPTIM_KEY: saved},
                   'message_hub': {'runtime_info': info}}
     hook.after_load_checkpoint(runner, checkpoint)
     assert info == {'last_ckpt': osp.join(str(tmp_path), 'epoch_1.pth')}
@@ -237,20 +240,71 @@ def test_after_load_on_resume_confines_paths_and_refuses_other_optimizer_setting
                        f'{tmp_path}; they are not used', dict(logger='current', level=30))]
 
     logged.clear()
-    checkpoint['meta'] = {}  # an older checkpoint without the record: used, with a warning
+    checkpoint['meta'] = {'epoch': 1, 'iter': 3}  # without the record: used, with a warning
     hook.after_load_checkpoint(runner, checkpoint)
     assert len(logged) == 1 and logged[0][1] == dict(logger='current', level=30)
     assert logged[0][0].startswith('Resuming from a checkpoint that does not record its '
                                    'optimizer settings')
 
     logged.clear()
-    checkpoint['meta'] = {loader.OPTIM_KEY: dict(saved, optimizer=dict(type='SGD', lr=0.01))}
+    checkpoint['meta'] = {'epoch': 1, 'iter': 3,
+                          loader.OPTIM_KEY: dict(saved, optimizer=dict(type='SGD', lr=0.01))}
     with pytest.raises(ValueError) as error:
         hook.after_load_checkpoint(runner, checkpoint)
     assert str(error.value).startswith(
         'Resuming with other optimizer settings than the checkpoint was trained with: '
         'optim_wrapper.optimizer.lr: 0.01 in the checkpoint, 0.1 now. On resume')
     assert logged == []  # nothing to confine the second time round
+
+
+def full_checkpoint(model):
+    """What Runner.save_checkpoint writes (with the optimizer and the schedulers)."""
+    return {'state_dict': model.state_dict(), 'optimizer': {}, 'param_schedulers': [],
+            'meta': {'epoch': 1, 'iter': 3}, 'message_hub': {'runtime_info': {}}}
+
+
+@pytest.mark.parametrize('drop, named', [
+    ('optimizer', 'optimizer'), ('param_schedulers', 'param_schedulers'), ('meta', 'meta'),
+    ('message_hub', 'message_hub'), ('meta.epoch', 'meta.epoch'), ('meta.iter', 'meta.iter'),
+    ('message_hub.runtime_info', 'message_hub.runtime_info'),
+    ('optimizer meta', 'meta, optimizer')])
+def test_a_resume_from_a_checkpoint_without_optimizer_or_schedule_state_is_refused(
+        tmp_path, drop, named):
+    """mmengine would resume from it with the optimizer or the schedule silently started
+    afresh, or fail with a bare KeyError."""
+    model = torch.nn.Linear(2, 2)
+    ckpt = touch(tmp_path / 'epoch_1.pth')
+    (tmp_path / 'last_checkpoint').write_text('epoch_1.pth')
+    hook = loader.SafeCheckpointLoaderHook()
+    runner = fake_runner(tmp_path, resume=True, model=model, param_schedulers=['a schedule'])
+    hook.before_run(runner)
+    hook.after_load_checkpoint(runner, full_checkpoint(model))  # complete: resumed
+    checkpoint = full_checkpoint(model)
+    for key in drop.split():
+        outer, _, inner = key.partition('.')
+        del (checkpoint[outer] if inner else checkpoint)[inner or outer]
+    with pytest.raises(ValueError) as error:
+        hook.after_load_checkpoint(runner, checkpoint)
+    assert str(error.value).startswith(
+        f'Cannot resume from {ckpt}: the checkpoint has no {named} (a weights-only file, or one '
+        'saved with save_optimizer=False or save_param_scheduler=False)')
+    assert str(error.value).endswith('start a new run from these weights with load_from=CKPT.')
+
+
+def test_a_run_without_schedulers_resumes_from_a_checkpoint_without_them(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    touch(tmp_path / 'epoch_1.pth')
+    (tmp_path / 'last_checkpoint').write_text('epoch_1.pth')
+    hook = loader.SafeCheckpointLoaderHook()
+    runner = fake_runner(tmp_path, resume=True, model=model, param_schedulers=None)
+    hook.before_run(runner)
+    checkpoint = full_checkpoint(model)
+    del checkpoint['param_schedulers']  # mmengine saves none when the run has none
+    hook.after_load_checkpoint(runner, checkpoint)
+    # Loading weights (load_from, not a resume) needs nothing but the weights.
+    runner = fake_runner(tmp_path, load_from=str(tmp_path / 'epoch_1.pth'), model=model)
+    hook.before_run(runner)
+    hook.after_load_checkpoint(runner, {'state_dict': model.state_dict()})
 
 
 def test_a_load_that_is_not_a_resume_leaves_the_message_hub_alone(tmp_path):

@@ -1,6 +1,7 @@
 """GalleryFeatureHook and ImageSizeFromModelHook with stand-in runners: what the gallery loader
 is built with, how features are put in gallery order, which metric gets what, which loop a
 hook prepares and what it says. The same hooks in real runs: ``test_gallery_contract.py``."""
+import os
 import os.path as osp
 from collections import deque
 from types import SimpleNamespace
@@ -58,7 +59,9 @@ def test_encode_gallery_refuses_to_miss_an_image():
     with pytest.raises(RuntimeError, match='gallery encoding missed 1 of 3 images; the sampler '
                                            'must cover the whole gallery'):
         gallery_hook.encode_gallery(runner, ['a', 'b', 'c'], batch_size=1)
-    assert gallery_hook.encode_gallery(encoder_runner([[0]])[0], ['a'], 1).shape == (1, 3)
+    runner, built = encoder_runner([[0]])
+    assert gallery_hook.encode_gallery(runner, ['a'], 1).shape == (1, 3)
+    assert built[0][0]['num_workers'] == 0  # by default in the main process
 
 
 class Metric:
@@ -230,3 +233,77 @@ def test_a_checkpoint_save_passes_every_argument_on_and_prunes_after_writing(tmp
     hook._save_checkpoint_with_step(runner, 2, meta={'epoch': 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_2.pth', 'last_checkpoint']
     assert runner.info['keep_ckpt_ids'] == [2]
+
+
+class BestRunner(SavingRunner):
+    """SavingRunner with what the best-checkpoint step reads: the epoch, a message hub with
+    runtime_info, a logger."""
+
+    def __init__(self, work_dir):
+        super().__init__(work_dir)
+        self.epoch, self.iter = 0, 0
+        self.message_hub = SimpleNamespace(
+            runtime_info=self.info, update_info=self.info.__setitem__, get_info=self.info.get)
+        self.logger = SimpleNamespace(info=lambda message: None)
+        self.present = []  # the files in the folder at each save
+
+    def save_checkpoint(self, out_dir, filename, file_client_args=None, **kwargs):
+        self.present.append(sorted(os.listdir(out_dir)))
+        super().save_checkpoint(out_dir, filename, file_client_args, **kwargs)
+
+
+def best_hook(tmp_path, save_best):
+    from mmengine.fileio import get_file_backend
+    hook = HOOKS.build(dict(type='SafeCheckpointHook', interval=1, save_best=save_best,
+                            rule='greater'))
+    hook.out_dir, hook.file_backend = str(tmp_path), get_file_backend(str(tmp_path))
+    if isinstance(save_best, list):  # as before_train sets them up
+        hook.best_ckpt_path_dict = {key: None for key in save_best}
+    else:
+        hook.best_ckpt_path = None
+    return hook
+
+
+def best_files(tmp_path):
+    return sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_the_best_checkpoint_is_kept_until_a_better_one_is_written(tmp_path):
+    """Better at epoch 1, worse at 2, better at 3: epoch 1's file stays through epoch 2 and is
+    removed only once epoch 3's is in place."""
+    hook, runner = best_hook(tmp_path, 'acc'), BestRunner(tmp_path)
+    for epoch, acc, files in ((1, 0.5, ['best_acc_epoch_1.pth']),
+                              (2, 0.4, ['best_acc_epoch_1.pth']),
+                              (3, 0.7, ['best_acc_epoch_3.pth'])):
+        runner.epoch = epoch
+        hook._save_best_checkpoint(runner, {'acc': acc})
+        assert best_files(tmp_path) == files, epoch
+        assert hook.best_ckpt_path == str(tmp_path / files[0])
+        assert runner.info['best_ckpt'] == str(tmp_path / files[0])
+    # Each was written as a temporary file first and renamed; the old one was still there.
+    assert [name for name, _ in runner.saved] == ['.best_acc_epoch_1.pth.tmp',
+                                                  '.best_acc_epoch_3.pth.tmp']
+    assert runner.present == [[], ['best_acc_epoch_1.pth']]
+
+
+def test_without_save_best_no_best_checkpoint_is_written(tmp_path):
+    hook, runner = HOOKS.build(dict(type='SafeCheckpointHook', interval=1)), BestRunner(tmp_path)
+    hook._save_best_checkpoint(runner, {'acc': 0.5})  # after each validation
+    assert runner.saved == [] and best_files(tmp_path) == []
+
+
+def test_with_two_best_keys_each_keeps_its_own_file(tmp_path):
+    hook, runner = best_hook(tmp_path, ['acc', 'r1']), BestRunner(tmp_path)
+    for epoch, metrics, best in (
+            (1, {'acc': 0.5, 'r1': 0.5}, {'acc': 1, 'r1': 1}),
+            (2, {'acc': 0.6, 'r1': 0.4}, {'acc': 2, 'r1': 1}),  # only acc improves
+            (3, {'acc': 0.55, 'r1': 0.7}, {'acc': 2, 'r1': 3})):  # only r1 improves
+        runner.epoch = epoch
+        hook._save_best_checkpoint(runner, metrics)
+        paths = {key: str(tmp_path / f'best_{key}_epoch_{e}.pth') for key, e in best.items()}
+        assert hook.best_ckpt_path_dict == paths, epoch
+        assert best_files(tmp_path) == sorted(osp.basename(p) for p in paths.values()), epoch
+    # Each key's old best stays until its new one is in place.
+    assert runner.present == [[], ['best_acc_epoch_1.pth'],  # epoch 1: acc, then r1
+                              ['best_acc_epoch_1.pth', 'best_r1_epoch_1.pth'],  # 2: acc
+                              ['best_acc_epoch_2.pth', 'best_r1_epoch_1.pth']]  # 3: r1

@@ -91,8 +91,10 @@ class SafeCheckpointHook(CheckpointHook):
             self._remove(self.filename_tmpl.format(old))
 
     def _save_best_checkpoint(self, runner, metrics) -> None:
+        if not self.save_best:  # mmengine's check, first: without it there are no key_indicators
+            return
         previous = (dict(self.best_ckpt_path_dict) if len(self.key_indicators) > 1 else
-                    {None: getattr(self, 'best_ckpt_path', None)})
+                    {None: self.best_ckpt_path})
         # mmengine removes the previous best before writing the new one: hide it, remove it
         # below once the new one is written.
         if len(self.key_indicators) > 1:

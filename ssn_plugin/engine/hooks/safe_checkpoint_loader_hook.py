@@ -112,7 +112,9 @@ class SafeCheckpointLoaderHook(Hook):
     inside the work dir, or dropped, so a resumed run never deletes a file elsewhere. The
     optimizer settings are recorded in each checkpoint; resuming with other settings (a
     changed ``lr``, ``weight_decay`` or optimizer type, which the optimizer state would
-    silently override) is refused with the keys that differ.
+    silently override) is refused with the keys that differ. So is a checkpoint without the
+    optimizer or scheduler state (saved with ``save_optimizer=False``, weights only), from
+    which mmengine would resume with them silently started afresh.
 
     Args:
         strict (bool): Refuse a checkpoint with missing, unexpected or differently shaped
@@ -159,13 +161,40 @@ class SafeCheckpointLoaderHook(Hook):
                                   checkpoint.get('state_dict', checkpoint), fresh)
         if not self.resuming:
             return
-        info = checkpoint.get('message_hub', {}).get('runtime_info', {})
+        self._check_resumable(runner, checkpoint)
+        info = checkpoint['message_hub']['runtime_info']
         dropped = confine_paths(info, runner.work_dir)
         if dropped:
             print_log(f'Resuming: {dropped} of the checkpoint name no file in the work dir '
                       f'{runner.work_dir}; they are not used', logger='current',
                       level=30)
-        self._check_optimizer(runner, checkpoint.get('meta', {}).get(OPTIM_KEY))
+        self._check_optimizer(runner, checkpoint['meta'].get(OPTIM_KEY))
+
+    @staticmethod
+    def _check_resumable(runner, checkpoint: dict) -> None:
+        """Refuse to resume from a checkpoint that lacks what continuing needs.
+
+        mmengine fails on a missing ``meta`` or ``message_hub`` with a bare KeyError or
+        assertion, and resumes *silently* without ``optimizer`` (the optimizer starts afresh)
+        or ``param_schedulers`` (the learning-rate schedule starts from its first step): files
+        saved with ``save_optimizer=False`` / ``save_param_scheduler=False`` or weights-only
+        files. Neither continues the run as if it had never stopped.
+        """
+        missing = [key for key in ('meta', 'message_hub', 'optimizer') if key not in checkpoint]
+        missing += [f'meta.{key}' for key in ('epoch', 'iter')
+                    if 'meta' in checkpoint and key not in checkpoint['meta']]
+        if 'message_hub' in checkpoint and 'runtime_info' not in checkpoint['message_hub']:
+            missing.append('message_hub.runtime_info')
+        if 'param_schedulers' not in checkpoint and runner.param_schedulers is not None:
+            missing.append('param_schedulers')
+        if missing:
+            raise ValueError(
+                f'Cannot resume from {runner._load_from}: the checkpoint has no '
+                f'{", ".join(missing)} (a weights-only file, or one saved with '
+                'save_optimizer=False or save_param_scheduler=False), so the run would not go on '
+                'as if it had never stopped: the optimizer state or the learning-rate schedule '
+                'would start afresh. Resume from a full checkpoint of the run, or start a new '
+                'run from these weights with load_from=CKPT.')
 
     def _check_optimizer(self, runner, saved: Optional[dict]) -> None:
         if saved is None:
