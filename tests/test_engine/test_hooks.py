@@ -125,7 +125,7 @@ def test_epoch_seed_hook_seeds_from_the_run_seed_and_the_epoch():
 
 
 @pytest.mark.parametrize('seed, epoch, rank', [(7, 3, 0), (7, 3, 2), (0, 1, 1),
-                                               (2**32 + 5, 0, 0)])
+                                               (2**32 + 5, 0, 0), (None, 2, 1)])
 def test_epoch_seed_hook_uses_the_documented_seed(monkeypatch, seed, epoch, rank):
     """The seed of an epoch is run seed + 1000 * epoch + 1_000_003 * rank (numpy's taken mod
     2**32, its range): a run resumed with a later version repeats the same epoch, and no two
@@ -138,7 +138,7 @@ def test_epoch_seed_hook_uses_the_documented_seed(monkeypatch, seed, epoch, rank
     monkeypatch.setattr(epoch_seed_hook, 'get_rank', lambda: rank)
     HOOKS.build(dict(type='EpochSeedHook')).before_train_epoch(
         SimpleNamespace(seed=seed, epoch=epoch))
-    expected = seed + 1000 * epoch + 1_000_003 * rank
+    expected = (seed or 0) + 1000 * epoch + 1_000_003 * rank
     assert random.random() == random.Random(expected).random()
     assert np.random.rand() == np.random.RandomState(expected % 2**32).rand()
     assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(

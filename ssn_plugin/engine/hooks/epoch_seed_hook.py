@@ -24,6 +24,10 @@ class EpochSeedHook(Hook):
     pipeline with random transforms (Fashion-IQ's captions) needs ``persistent_workers=False``
     for this. On a GPU, non-deterministic kernels (atomics in backward) still make two runs
     differ in the last bits unless ``randomness.deterministic=True``.
+
+    The seed of an epoch is ``seed + 1000 * epoch + 1_000_003 * rank`` (0 for a run without a
+    seed; numpy's mod 2**32, its range), kept across versions so that a run resumed with a
+    later version repeats the same epoch.
     """
 
     priority = 'VERY_HIGH'
