@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from helpers import run_with_deadline
+from helpers.tools import proc_stat
 
 # A child that starts a grandchild in a session of its own (as torchrun starts its workers),
 # prints the grandchild's pid and waits for it; the grandchild waits forever.
@@ -20,8 +21,7 @@ child.wait()
 
 def alive(pid: int) -> bool:
     try:
-        with open(f'/proc/{pid}/stat') as f:
-            state = f.read().rsplit(')', 1)[1].split()[0]
+        state = proc_stat(pid)[0]
     except FileNotFoundError:
         return False
     return state != 'Z'  # a zombie has ended; only its parent has not collected it

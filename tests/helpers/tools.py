@@ -83,6 +83,13 @@ def run_with_deadline(args, deadline_s: float = DEADLINE_S, **kwargs):
     return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
 
 
+def proc_stat(pid) -> list:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces and
+    parentheses): ``[state, ppid, ...]``. FileNotFoundError once the process is gone."""
+    with open(f'/proc/{pid}/stat') as f:
+        return f.read().rsplit(')', 1)[1].split()
+
+
 def descendants(pid: int) -> list:
     """The process ids below ``pid`` (children, their children, ...), read from /proc."""
     children = {}
@@ -90,8 +97,7 @@ def descendants(pid: int) -> list:
         if not entry.isdigit():
             continue
         try:
-            with open(f'/proc/{entry}/stat') as f:
-                parent = int(f.read().rsplit(')', 1)[1].split()[1])
+            parent = int(proc_stat(entry)[1])
         except (OSError, IndexError, ValueError):  # ended meanwhile
             continue
         children.setdefault(parent, []).append(int(entry))

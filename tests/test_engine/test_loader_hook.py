@@ -21,6 +21,13 @@ def touch(path) -> str:
     return str(path)
 
 
+def resumable(work_dir) -> str:
+    """A work dir with ``epoch_1.pth``, named by its ``last_checkpoint``; returns that path."""
+    path = touch(work_dir / 'epoch_1.pth')
+    (work_dir / 'last_checkpoint').write_text('epoch_1.pth')
+    return path
+
+
 # -- which checkpoint a resume takes ------------------------------------------------------
 
 def test_latest_checkpoint_is_taken_by_file_name_inside_the_work_dir(tmp_path):
@@ -209,8 +216,7 @@ def test_after_load_checks_the_fit_with_the_new_modules_only_when_training_from_
         load({'state_dict': body_only}, training=False)  # a test run needs every tensor
     with pytest.raises(ValueError, match='tensors missing'):
         load(body_only, training=False)  # a bare state dict is checked too
-    touch(tmp_path / 'epoch_1.pth')
-    (tmp_path / 'last_checkpoint').write_text('epoch_1.pth')
+    resumable(tmp_path)
     with pytest.raises(ValueError, match='tensors missing'):
         load({'state_dict': body_only}, resume=True)  # a resume needs every tensor
     loose = loader.SafeCheckpointLoaderHook(strict=False)
@@ -222,8 +228,7 @@ def test_after_load_checks_the_fit_with_the_new_modules_only_when_training_from_
 def test_after_load_on_resume_confines_paths_and_refuses_other_optimizer_settings(
         tmp_path, monkeypatch):
     model = torch.nn.Linear(2, 2)
-    touch(tmp_path / 'epoch_1.pth')
-    (tmp_path / 'last_checkpoint').write_text('epoch_1.pth')
+    resumable(tmp_path)
     logged = []
     monkeypatch.setattr(loader, 'print_log', lambda msg, **kw: logged.append((msg, kw)))
     hook = loader.SafeCheckpointLoaderHook()
@@ -273,8 +278,7 @@ def test_a_resume_from_a_checkpoint_without_optimizer_or_schedule_state_is_refus
     """mmengine would resume from it with the optimizer or the schedule silently started
     afresh, or fail with a bare KeyError."""
     model = torch.nn.Linear(2, 2)
-    ckpt = touch(tmp_path / 'epoch_1.pth')
-    (tmp_path / 'last_checkpoint').write_text('epoch_1.pth')
+    ckpt = resumable(tmp_path)
     hook = loader.SafeCheckpointLoaderHook()
     runner = fake_runner(tmp_path, resume=True, model=model, param_schedulers=['a schedule'])
     hook.before_run(runner)
@@ -293,8 +297,7 @@ def test_a_resume_from_a_checkpoint_without_optimizer_or_schedule_state_is_refus
 
 def test_a_run_without_schedulers_resumes_from_a_checkpoint_without_them(tmp_path):
     model = torch.nn.Linear(2, 2)
-    touch(tmp_path / 'epoch_1.pth')
-    (tmp_path / 'last_checkpoint').write_text('epoch_1.pth')
+    resumable(tmp_path)
     hook = loader.SafeCheckpointLoaderHook()
     runner = fake_runner(tmp_path, resume=True, model=model, param_schedulers=None)
     hook.before_run(runner)
